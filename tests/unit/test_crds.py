@@ -1,0 +1,51 @@
+"""The CRDs as files: one source of truth, copied into the chart without drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+CRDS = sorted((REPO / "crds").glob("*.yaml"))
+CHART_CRDS = REPO / "charts" / "wallestars-agents" / "crds"
+
+
+def test_chart_carries_an_identical_copy_of_every_crd() -> None:
+    assert CRDS, "no CRDs in crds/"
+    chart = {p.name: p.read_bytes() for p in CHART_CRDS.glob("*.yaml")}
+    assert sorted(chart) == [p.name for p in CRDS], (
+        "chart CRDs differ in name; run `make sync-crds`"
+    )
+    for p in CRDS:
+        assert chart[p.name] == p.read_bytes(), f"{p.name} drifted from crds/; run `make sync-crds`"
+
+
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, schema)]
+    for name, sub in (schema.get("properties") or {}).items():
+        out += walk(sub, f"{path}.{name}")
+    if "items" in schema:
+        out += walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += walk(schema["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+@pytest.mark.parametrize("path", CRDS, ids=[p.stem for p in CRDS])
+def test_schema_is_structural_and_bounded(path: Path) -> None:
+    crd = yaml.safe_load(path.read_text())
+    [version] = crd["spec"]["versions"]
+    assert version["subresources"] == {"status": {}}
+    for where, node in walk(version["schema"]["openAPIV3Schema"]):
+        # Structural: every node says its type (or is int-or-string / free-form by intent).
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{where} has no type"
+        # Bounded, so CEL cost stays low and nobody stores megabytes in a spec.
+        plain_string = node.get("type") == "string" and not {"enum", "format"} & node.keys()
+        if plain_string and where not in (".apiVersion", ".kind"):
+            assert "maxLength" in node or "pattern" in node, f"{where} string has no maxLength"
+        if node.get("type") == "array":
+            assert "maxItems" in node, f"{where} array has no maxItems"
