@@ -224,7 +224,7 @@ def write_kubeconfig(path: Path, server: str, pki: Path, identity: str) -> None:
 # --- processes ----------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -248,7 +248,7 @@ def _stop_pid(pid: int, grace: float) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.05)
     raise ClusterError(f"process {pid} survived SIGKILL")
@@ -294,7 +294,7 @@ def _wait(
     while time.monotonic() < deadline:
         if check():
             return
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             problem = "exited"
             break
         time.sleep(0.1)
@@ -516,7 +516,7 @@ def down(dir: Path = DEFAULT_DIR) -> None:
         return
     for name in reversed(COMPONENTS):
         pid = state.pids.get(name)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             # The node stand-in stops its pods' processes on SIGTERM; give it time to.
             _stop_pid(pid, grace=15.0 if name == "node" else 10.0)
     busy = [port for port in asdict(state.ports).values() if _port_open(port)]
@@ -529,7 +529,7 @@ def status(dir: Path = DEFAULT_DIR) -> dict[str, bool]:
     state = State.load(dir.resolve() / "state.json")
     if state is None:
         return {}
-    return {name: _pid_alive(pid) for name, pid in state.pids.items()}
+    return {name: pid_alive(pid) for name, pid in state.pids.items()}
 
 
 # Records every write to the API (not reads) at Metadata level: enough to count

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import time
 from typing import Any
 
 import pytest
@@ -239,3 +240,48 @@ def test_node_is_ready_with_its_lease(cluster: Any) -> None:
     assert ready["status"] == "True"
     lease = json.loads(k("get", "lease", "-n", "kube-node-lease", "wallestars-node", "-o", "json"))
     assert lease["spec"]["holderIdentity"] == "wallestars-node"
+
+
+def test_sigterm_then_sigkill_after_the_grace_period(kubectl: Kubectl, cluster: Any) -> None:
+    # The process ignores SIGTERM, so only the SIGKILL after the grace period ends it.
+    kubectl.apply(
+        job("stubborn", "trap '' TERM; echo pid=$$$$; while true; do sleep 0.2; done",
+            pod={"terminationGracePeriodSeconds": 3})
+    )  # fmt: skip
+    pid = int(re.findall(r"pid=(\d+)", pid_log(cluster, kubectl.namespace or "", "stubborn"))[0])
+    [pod] = pods_of(kubectl, "stubborn")
+    kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    time.sleep(1.0)
+    assert os.path.exists(f"/proc/{pid}"), "killed before its grace period ended"
+    wait_for(f"process {pid} to be killed", lambda: not os.path.exists(f"/proc/{pid}"), timeout=20)
+
+
+def test_restart_policy_always_restarts_and_counts(kubectl: Kubectl) -> None:
+    """Deployments (the operator and webhook pods later) restart crashed containers."""
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "crashy"},
+            "spec": {
+                "restartPolicy": "Always",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox:stable",
+                        "command": ["sh", "-c", "echo started; sleep 0.3; exit 1"],
+                        "securityContext": RESTRICTED,
+                    }
+                ],
+            },
+        }
+    )
+
+    def restarts() -> int:
+        st = kubectl.json("get", "pod", "crashy").get("status", {}).get("containerStatuses", [{}])
+        return int(st[0].get("restartCount", 0))
+
+    wait_for("two restarts", lambda: restarts() >= 2, timeout=30)
+    last = kubectl.json("get", "pod", "crashy")["status"]["containerStatuses"][0]["lastState"]
+    assert last["terminated"]["exitCode"] == 1
+    assert kubectl.json("get", "pod", "crashy")["status"]["phase"] == "Running"
