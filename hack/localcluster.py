@@ -399,7 +399,9 @@ def up(
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={cluster.logs / 'audit.log'}",
                 "--audit-log-format=json",
-                "--audit-log-mode=batch",
+                # Blocking: an event is on disk before the request returns, so a test
+                # can count writes the moment its requests are answered.
+                "--audit-log-mode=blocking",
             ]
         start("kube-apiserver", api)
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))

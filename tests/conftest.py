@@ -71,7 +71,8 @@ def wait_for(
 def cluster() -> Iterator[localcluster.Cluster]:
     """The real control plane plus the node stand-in, once per test session."""
     state_dir = Path(os.environ.get("WALLESTARS_TEST_CLUSTER_DIR", REPO / ".cluster" / "test"))
-    c = localcluster.up(state_dir, ports=localcluster.Ports.free())
+    # The audit log lets tests count exactly which API writes a component made.
+    c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True)
     try:
         k = Kubectl(c.kubeconfig)
         for crd in CRDS:

@@ -1,0 +1,238 @@
+"""The agent side of the callback protocol: what every agent image and users' own agents use.
+
+    from wallestars_sdk import AgentClient
+
+    async with AgentClient.from_env() as agent:
+        await agent.progress(20)
+        art = await agent.upload_artifact("page.png", png_bytes, "image/png")
+        await agent.succeed({"title": "Example"}, artifacts=[art])
+
+Configured from the environment the operator gives each attempt (``WALLESTARS_*``,
+see docs/callbacks.md). Each callback is signed with the attempt's own key and sent
+with bounded retries; a retry keeps its ``webhook-id`` (so the service applies it once)
+and is signed afresh (so its timestamp is current).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import secrets
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wallestars_sdk.keys import decode_key
+from wallestars_sdk.protocol import (
+    LOG_TAIL_LIMIT,
+    Artifact,
+    CallbackBody,
+    CallbackErrorInfo,
+    CallbackResponse,
+    CallbackStatus,
+    NextAction,
+    Results,
+    TaskRef,
+)
+from wallestars_sdk.signing import sign_headers, sign_seed
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class AgentConfig(BaseSettings):
+    """What the operator tells an attempt, from WALLESTARS_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="WALLESTARS_", extra="ignore")
+
+    callback_url: str  # .../api/agent-callback?task=<uid>&attempt=<n>
+    task_uid: str
+    task_namespace: str
+    task_name: str
+    attempt: int
+    agent_id: str = "agent"
+    key_file: Path = Path("/var/run/wallestars/key/key")
+    send_attempts: int = 6
+    request_timeout_seconds: float = 30.0
+
+
+class CallbackRejected(Exception):
+    """The service refused a callback for good (4xx other than 408/429)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"callback refused with HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
+class AgentClient:
+    def __init__(
+        self, config: AgentConfig, key: bytes, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self.config = config
+        self.key = key
+        self._session = session
+        self._own_session = session is None
+        self.started = time.monotonic()
+        self.cancelled = False  # set once the service answers nextAction=cancel
+
+    @classmethod
+    def from_env(cls) -> AgentClient:
+        config = AgentConfig()  # required fields come from the environment
+        return cls(config, decode_key(config.key_file.read_text()))
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_seconds)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    # --- callbacks ------------------------------------------------------------------
+
+    def body(self, status: CallbackStatus, **fields: Any) -> CallbackBody:
+        return CallbackBody(
+            taskId=self.config.task_uid,
+            agentId=self.config.agent_id,
+            task=TaskRef(namespace=self.config.task_namespace, name=self.config.task_name),
+            attempt=self.config.attempt,
+            status=status,
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            duration=round(time.monotonic() - self.started, 3),
+            **fields,
+        )
+
+    async def progress(self, percent: int) -> CallbackResponse:
+        return await self.send(
+            self.body(CallbackStatus.RUNNING, progress=max(0, min(100, percent)))
+        )
+
+    async def succeed(
+        self,
+        data: dict[str, Any] | None = None,
+        artifacts: list[Artifact] | None = None,
+        logs: str | None = None,
+        metrics: dict[str, float] | None = None,
+        partial: bool = False,
+    ) -> CallbackResponse:
+        results = Results(
+            data=data,
+            artifacts=artifacts or [],
+            logs=(logs or "")[-LOG_TAIL_LIMIT:] or None,
+            metrics=metrics or {},
+        )
+        status = CallbackStatus.PARTIAL if partial else CallbackStatus.SUCCESS
+        return await self.send(
+            self.body(status, progress=100 if not partial else None, results=results)
+        )
+
+    async def fail(
+        self,
+        code: str,
+        message: str,
+        retryable: bool = True,
+        stack: str | None = None,
+        logs: str | None = None,
+    ) -> CallbackResponse:
+        err = CallbackErrorInfo(
+            code=code,
+            message=message[:4096],
+            retryable=retryable,
+            stack=stack[-65536:] if stack else None,
+        )
+        results = Results(logs=logs[-LOG_TAIL_LIMIT:]) if logs else None
+        return await self.send(self.body(CallbackStatus.FAILURE, error=err, results=results))
+
+    async def send(self, body: CallbackBody, webhook_id: str | None = None) -> CallbackResponse:
+        """POST one callback: signed, retried with backoff, acknowledged or raised."""
+        raw = body.model_dump_json(exclude_none=True).encode()
+        webhook_id = webhook_id or "msg_" + secrets.token_hex(16)
+        _, text = await self._deliver(
+            "POST", self.config.callback_url, raw, webhook_id, {"Content-Type": "application/json"}
+        )
+        resp = CallbackResponse.model_validate_json(text)
+        if resp.nextAction == NextAction.CANCEL:
+            self.cancelled = True
+        return resp
+
+    async def _deliver(
+        self, method: str, url: str, raw: bytes, webhook_id: str, headers: dict[str, str]
+    ) -> tuple[int, str]:
+        delay = 0.5
+        last: Exception | None = None
+        for n in range(self.config.send_attempts):
+            signed = {**headers, **sign_headers([self.key], webhook_id, int(time.time()), raw)}
+            try:
+                async with self.session.request(method, url, data=raw, headers=signed) as r:
+                    text = await r.text()
+                    if r.status < 300:
+                        return r.status, text
+                    if r.status not in RETRYABLE_STATUS:
+                        raise CallbackRejected(r.status, text)
+                    last = CallbackRejected(r.status, text)
+                    retry_after = r.headers.get("Retry-After", "")
+                    if retry_after.isdigit():
+                        delay = max(delay, float(retry_after))
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = e
+            if n + 1 < self.config.send_attempts:
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
+                delay = min(delay * 2, 10.0)
+        assert last is not None
+        raise last
+
+    # --- artifacts ------------------------------------------------------------------
+
+    def artifact_url(self, name: str) -> str:
+        u = urlsplit(self.config.callback_url)
+        c = self.config
+        return f"{u.scheme}://{u.netloc}/api/artifacts/{c.task_namespace}/{c.task_name}/{c.task_uid}/{c.attempt}/{name}"
+
+    async def upload_artifact(
+        self, name: str, content: bytes | Path, content_type: str = "application/octet-stream"
+    ) -> Artifact:
+        """Store a file with the service; returns the reference to put in a result."""
+        raw = content.read_bytes() if isinstance(content, Path) else content
+        _, text = await self._deliver(
+            "PUT",
+            self.artifact_url(name),
+            raw,
+            "art_" + secrets.token_hex(16),
+            {"Content-Type": content_type},
+        )
+        ref = Artifact.model_validate(json.loads(text))
+        if ref.sha256 != hashlib.sha256(raw).hexdigest():
+            raise CallbackRejected(502, "the service stored different bytes than were sent")
+        return ref
+
+
+def sign_seed_headers(
+    key: bytes, agent_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
+    """Headers of the seed's scheme, for agents written against it."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "x-agent-id": agent_id,
+        "x-agent-timestamp": str(ts),
+        "x-agent-signature": sign_seed(key, ts, body),
+    }

@@ -1,0 +1,1 @@
+"""What the operator and the webhook service share: API names, lifecycle and retry policy."""

@@ -1,0 +1,246 @@
+"""The AgentTask state machine: pure functions of (object, event, time) -> status patch.
+
+Shared by the webhook service (callbacks) and the operator (dispatch, timeouts,
+retries), so both decide the same way. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from wallestars_sdk.protocol import LOG_TAIL_LIMIT, CallbackBody, CallbackStatus, NextAction
+
+from wallestars_api.conditions import set_condition
+from wallestars_api.retry import RetryPolicy, decide
+
+CALLBACK_HISTORY = 20  # status.callbacks keeps the newest this many
+
+
+class Phase(StrEnum):
+    QUEUED = "Queued"
+    DISPATCHED = "Dispatched"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    PARTIALLY_SUCCEEDED = "PartiallySucceeded"
+    FAILED = "Failed"
+    TIMED_OUT = "TimedOut"
+    CANCELLED = "Cancelled"
+
+
+TERMINAL = frozenset(
+    {Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED, Phase.FAILED, Phase.TIMED_OUT, Phase.CANCELLED}
+)
+# An attempt is live (its agent may call back) only in these phases.
+LIVE = frozenset({Phase.DISPATCHED, Phase.RUNNING})
+
+
+def ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    from datetime import UTC
+
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def phase_of(obj: Mapping[str, Any]) -> Phase | None:
+    p = (obj.get("status") or {}).get("phase")
+    return Phase(p) if p else None
+
+
+@dataclass
+class CallbackOutcome:
+    """What a verified callback does: the HTTP answer, and the status patch (if any)."""
+
+    http_status: int
+    verdict: str
+    next_action: NextAction = NextAction.NONE
+    patch: dict[str, Any] | None = None  # the new status fields; None means no write
+    transition: tuple[str, str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def next_action_for(obj: Mapping[str, Any]) -> NextAction:
+    """What an agent should do now, judged from the task alone (for repeated callbacks)."""
+    if (obj.get("spec") or {}).get("cancel"):
+        return NextAction.CANCEL
+    phase = phase_of(obj)
+    if phase == Phase.RETRYING:
+        return NextAction.RETRY
+    if phase in (Phase.FAILED, Phase.TIMED_OUT):
+        return NextAction.ESCALATE
+    return NextAction.NONE
+
+
+def _attempt_record(
+    status: Mapping[str, Any], attempt: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    attempts = [dict(a) for a in status.get("attempts") or []]
+    for a in attempts:
+        if a.get("attempt") == attempt:
+            return attempts, a
+    rec: dict[str, Any] = {"attempt": attempt}
+    attempts.append(rec)
+    return attempts, rec
+
+
+def on_callback(
+    obj: Mapping[str, Any],
+    cb: CallbackBody,
+    webhook_id: str,
+    now: datetime,
+    rand: float,
+) -> CallbackOutcome:
+    """Decide what a verified callback does to the AgentTask ``obj`` as last read."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if meta.get("uid") != cb.taskId:
+        return CallbackOutcome(410, "unknown-task")
+    if any(c.get("webhookId") == webhook_id for c in status.get("callbacks") or []):
+        return CallbackOutcome(200, "duplicate", next_action_for(obj))
+    phase = phase_of(obj)
+    if phase in TERMINAL:
+        return CallbackOutcome(410, "finished", next_action_for(obj))
+    current = int(status.get("attempt") or 0)
+    if cb.attempt != current or phase not in LIVE:
+        return CallbackOutcome(409, "stale-attempt", metadata={"currentAttempt": current})
+    if spec.get("cancel"):
+        # The operator ends the task as Cancelled; the agent should stop now.
+        return CallbackOutcome(200, "cancelled", NextAction.CANCEL)
+
+    assert phase is not None
+    t = ts(now)
+    conds = list(status.get("conditions") or [])
+    attempts, rec = _attempt_record(status, cb.attempt)
+    patch: dict[str, Any] = {}
+    action = NextAction.NONE
+    new_phase: Phase
+    verdict = "accepted"
+
+    if cb.status == CallbackStatus.RUNNING:
+        new_phase = Phase.RUNNING
+        if cb.progress is not None:
+            patch["progress"] = cb.progress
+        if not status.get("startTime"):
+            patch["startTime"] = t
+        rec.setdefault("startTime", t)
+        if phase != Phase.RUNNING:
+            patch["reason"] = "AgentRunning"
+            patch["message"] = f"attempt {cb.attempt} is running on {cb.agentId}"
+            conds = set_condition(conds, "Running", True, "AgentRunning", patch["message"], t)
+    else:
+        results = cb.results
+        if cb.status in (CallbackStatus.SUCCESS, CallbackStatus.PARTIAL):
+            new_phase = (
+                Phase.SUCCEEDED
+                if cb.status == CallbackStatus.SUCCESS
+                else Phase.PARTIALLY_SUCCEEDED
+            )
+            patch["progress"] = (
+                100
+                if new_phase == Phase.SUCCEEDED
+                else (cb.progress or status.get("progress") or 0)
+            )
+            patch["reason"] = new_phase.value
+            patch["message"] = f"attempt {cb.attempt} {new_phase.value.lower()} on {cb.agentId}"
+            patch["error"] = None
+            rec["outcome"] = new_phase.value
+            conds = set_condition(conds, "Running", False, "Completed", patch["message"], t)
+            conds = set_condition(
+                conds,
+                "Succeeded",
+                new_phase == Phase.SUCCEEDED,
+                new_phase.value,
+                patch["message"],
+                t,
+            )
+        else:
+            err = cb.error
+            assert err is not None  # parse_callback guarantees it for failures
+            policy = RetryPolicy.from_spec(spec.get("retries"))
+            d = decide(policy, cb.attempt, err.retryable, rand)
+            patch["error"] = {
+                "code": err.code,
+                "message": err.message[:4096],
+                "retryable": err.retryable,
+            }
+            rec["outcome"] = Phase.FAILED.value
+            rec["reason"] = err.code[:128]
+            rec["message"] = err.message[:4096]
+            deadline = _deadline(obj)
+            if (
+                d.retry
+                and deadline is not None
+                and now + timedelta(seconds=d.delay_seconds) >= deadline
+            ):
+                d = type(d)(False, reason="DeadlineExceeded")
+            if d.retry:
+                new_phase = Phase.RETRYING
+                action = NextAction.RETRY
+                patch["nextAttemptTime"] = ts(now + timedelta(seconds=d.delay_seconds))
+                patch["reason"] = "AttemptFailed"
+                patch["message"] = (
+                    f"attempt {cb.attempt} failed ({err.code}: {err.message[:200]}); "
+                    f"retrying in {d.delay_seconds:.0f}s"
+                )
+                conds = set_condition(conds, "Running", False, "AttemptFailed", patch["message"], t)
+            else:
+                new_phase = Phase.TIMED_OUT if d.reason == "DeadlineExceeded" else Phase.FAILED
+                action = NextAction.ESCALATE
+                patch["reason"] = d.reason
+                patch["message"] = (
+                    f"attempt {cb.attempt} failed ({err.code}: {err.message[:200]}); {d.reason}"
+                )
+                conds = set_condition(conds, "Running", False, d.reason, patch["message"], t)
+                conds = set_condition(conds, "Succeeded", False, d.reason, patch["message"], t)
+        rec["completionTime"] = t
+        if new_phase in TERMINAL:
+            patch["completionTime"] = t
+            started = parse_ts(
+                status.get("startTime")
+                or status.get("dispatchTime")
+                or meta.get("creationTimestamp")
+            )
+            if started is not None:
+                patch["durationSeconds"] = max((now - started).total_seconds(), 0.0)
+        if results is not None:
+            result: dict[str, Any] = {}
+            if results.data is not None:
+                result["data"] = results.data
+            if results.artifacts:
+                result["artifacts"] = [a.model_dump(exclude_none=True) for a in results.artifacts]
+            if results.logs:
+                result["logs"] = results.logs[-LOG_TAIL_LIMIT:]
+            if results.metrics:
+                result["metrics"] = dict(results.metrics)
+            patch["result"] = result
+        if cb.progress is not None and "progress" not in patch:
+            patch["progress"] = cb.progress
+
+    history = [*list(status.get("callbacks") or []), {
+        "webhookId": webhook_id, "time": t, "attempt": cb.attempt,
+        "status": cb.status.value, "verdict": verdict,
+    }][-CALLBACK_HISTORY:]  # fmt: skip
+    patch["callbacks"] = history
+    patch["attempts"] = attempts
+    patch["conditions"] = conds
+    patch["phase"] = new_phase.value
+    transition = (phase.value, new_phase.value) if new_phase != phase else None
+    return CallbackOutcome(200, verdict, action, patch, transition)
+
+
+def _deadline(obj: Mapping[str, Any]) -> datetime | None:
+    seconds = (obj.get("spec") or {}).get("deadlineSeconds")
+    created = parse_ts((obj.get("metadata") or {}).get("creationTimestamp"))
+    if seconds is None or created is None:
+        return None
+    return created + timedelta(seconds=int(seconds))

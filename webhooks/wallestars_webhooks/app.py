@@ -1,0 +1,151 @@
+"""The webhook service: routes, health, metrics, and a runner with safe timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from wallestars_sdk.keys import parse_master_keys
+
+from wallestars_webhooks.artifacts import ArtifactHandlers, FilesystemStore, S3Store, Store
+from wallestars_webhooks.callbacks import CallbackHandler
+from wallestars_webhooks.config import Settings
+from wallestars_webhooks.http import error
+from wallestars_webhooks.kube import Kube, make_client
+
+log = logging.getLogger("wallestars.webhooks")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KUBE = web.AppKey("kube", Kube)
+READY = web.AppKey("ready", dict)
+
+
+@web.middleware
+async def never_500_for_input(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unexpected failures are ours, logged with context; the client gets JSON, not a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(
+            500,
+            "internal-error",
+            "the service failed; the request changed nothing it did not acknowledge",
+        )
+
+
+def make_store(s: Settings) -> Store:
+    if s.artifact_store == "s3":
+        if not s.s3_bucket:
+            raise ValueError("WALLESTARS_S3_BUCKET is required with WALLESTARS_ARTIFACT_STORE=s3")
+        return S3Store(s.s3_bucket, s.s3_prefix, s.s3_endpoint_url, spool_dir(s))
+    s.artifact_dir.mkdir(parents=True, exist_ok=True)
+    return FilesystemStore(s.artifact_dir)
+
+
+def spool_dir(s: Settings) -> Path:
+    # Uploads spool beside their destination, so keeping one is a rename.
+    if s.artifact_store == "filesystem":
+        d = s.artifact_dir / ".spool"
+    else:
+        d = Path(tempfile.gettempdir()) / "wallestars-spool"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
+    masters = parse_master_keys(s.master_keys_file.read_text())
+    app = web.Application(middlewares=[never_500_for_input], client_max_size=s.max_body_bytes)
+    ready: dict[str, bool] = {"api": False}
+    app[READY] = ready
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        k = kube or Kube(make_client(s.kubeconfig))
+        app[KUBE] = k
+        callbacks = CallbackHandler(k, masters, s)
+        arts = ArtifactHandlers(k, masters, make_store(s), s, spool_dir(s))
+        handlers["callback"] = callbacks
+        handlers["put"] = arts.put
+        handlers["get"] = arts.get
+
+        async def probe() -> None:
+            while True:
+                ready["api"] = await k.reachable()
+                await asyncio.sleep(s.readiness_interval_seconds)
+
+        task = asyncio.create_task(probe())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if kube is None:
+            await k.client.close()
+
+    handlers: dict[str, Handler] = {}
+
+    async def callback(request: web.Request) -> web.StreamResponse:
+        return await handlers["callback"](request)
+
+    async def put_artifact(request: web.Request) -> web.StreamResponse:
+        return await handlers["put"](request)
+
+    async def get_artifact(request: web.Request) -> web.StreamResponse:
+        return await handlers["get"](request)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready["api"]:
+            return web.json_response({"status": "ready"})
+        return web.json_response(
+            {"status": "not ready", "reason": "the Kubernetes API server is unreachable"},
+            status=503,
+            headers={"Retry-After": str(int(s.readiness_interval_seconds))},
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.cleanup_ctx.append(lifecycle)
+    path = "/api/artifacts/{namespace}/{name}/{uid}/{attempt}/{artifact}"
+    app.router.add_post("/api/agent-callback", callback)
+    app.router.add_put(path, put_artifact)
+    app.router.add_get(path, get_artifact)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(s: Settings) -> None:
+    app = create_app(s)
+    # aiohttp's defaults keep idle connections for an hour and linger 10 s reading
+    # refused bodies; a slow or idle client must not hold the service.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=s.keepalive_timeout_seconds,
+        lingering_time=0,
+        max_line_size=8190,
+        max_field_size=8190,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, s.host, s.port, backlog=1024)
+    await site.start()
+    log.info("listening on %s:%d", s.host, s.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()

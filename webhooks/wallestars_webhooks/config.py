@@ -1,0 +1,42 @@
+"""The webhook service's settings, from WALLESTARS_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLESTARS_", extra="ignore")
+
+    host: str = "0.0.0.0"  # noqa: S104 (a service in a pod listens on its pod IP)
+    port: int = 8080
+    # One master key per line (whsec_<base64>); the first is current, all are accepted.
+    master_keys_file: Path = Path("/etc/wallestars/master-keys/keys")
+    # Unset: in-cluster service account, else $KUBECONFIG.
+    kubeconfig: Path | None = None
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(10.0, gt=0)
+    # Closes idle connections and connections that trickle their request headers.
+    keepalive_timeout_seconds: float = Field(5.0, gt=0)
+    tolerance_seconds: int = Field(300, ge=1)
+    # Per task: a steady rate and a burst, beyond which callbacks get 429.
+    task_rate_per_second: float = Field(20.0, gt=0)
+    task_burst: int = Field(40, ge=1)
+    patch_retries: int = Field(8, ge=1)
+
+    artifact_store: Literal["filesystem", "s3"] = "filesystem"
+    artifact_dir: Path = Path("/var/lib/wallestars/artifacts")
+    max_artifact_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    s3_bucket: str | None = None
+    s3_prefix: str = "artifacts/"
+    s3_endpoint_url: str | None = None
+    # Public base URL of this service, for artifact URIs in status (default: relative).
+    public_url: str = ""
+
+    readiness_interval_seconds: float = Field(5.0, gt=0)
+    log_level: str = "INFO"
