@@ -321,6 +321,7 @@ def up(
     node: bool = True,
     audit: bool = False,
     node_args: tuple[str, ...] = (),
+    profiling: bool = False,
 ) -> Cluster:
     """Start a fresh control plane in ``dir`` (stopping any left there before)."""
     dir = dir.resolve()
@@ -390,7 +391,7 @@ def up(
             f"--kubelet-certificate-authority={pki / 'ca.crt'}",
             "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=false",
-            "--profiling=false",
+            f"--profiling={str(profiling).lower()}",
         ]
         if audit:
             policy = dir / "audit-policy.yaml"

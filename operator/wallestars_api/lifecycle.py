@@ -17,7 +17,7 @@ from wallestars_sdk.protocol import LOG_TAIL_LIMIT, CallbackBody, CallbackStatus
 from wallestars_api.conditions import set_condition
 from wallestars_api.retry import RetryPolicy, decide
 
-CALLBACK_HISTORY = 20  # status.callbacks keeps the newest this many
+CALLBACK_HISTORY = 10  # status.callbacks keeps the newest this many (idempotency window)
 
 
 class Phase(StrEnum):

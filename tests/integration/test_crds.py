@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.conftest import REPO, Kubectl
+from harness import REPO, Kubectl
 
 pytestmark = pytest.mark.cluster
 

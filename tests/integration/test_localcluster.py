@@ -8,8 +8,7 @@ from pathlib import Path
 
 import localcluster
 import pytest
-
-from tests.conftest import Kubectl
+from harness import Kubectl
 
 pytestmark = pytest.mark.cluster
 

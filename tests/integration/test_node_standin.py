@@ -10,8 +10,7 @@ import time
 from typing import Any
 
 import pytest
-
-from tests.conftest import Kubectl, wait_for
+from harness import Kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 

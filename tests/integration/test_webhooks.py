@@ -17,19 +17,20 @@ from typing import Any
 import aiohttp
 import localcluster
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from wallestars_sdk.signing import sign, sign_headers, sign_seed
-
-from tests.conftest import REPO, Kubectl, wait_for
-from tests.integration.conftest import (
+from harness import (
+    REPO,
     SYSTEM_NS,
     WEBHOOK_USER,
+    Kubectl,
     WebhookService,
     audit_writes,
     dispatched_task,
     start_service,
+    wait_for,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wallestars_sdk.signing import sign, sign_headers, sign_seed
 
 pytestmark = pytest.mark.cluster
 
@@ -538,7 +539,7 @@ def test_not_ready_when_the_api_server_is_unreachable(
     import urllib.error
     import urllib.request
 
-    from tests.integration.conftest import free_port
+    from harness import free_port
 
     keys = tmp_path / "keys"
     keys.write_text("whsec_" + "A" * 44 + "\n")

@@ -267,7 +267,7 @@ class ArtifactHandlers:
                 )
             allowed = await self.kube.can_get_task(*who, ref.namespace, ref.name)
         except ApiError as e:
-            log.warning("token/access review failed: %s", e.status.message)
+            log.warning("token/access review failed: %s", e.message)
             return error(
                 503,
                 "review-unavailable",

@@ -8,13 +8,17 @@ server, so an acknowledged result is never lost (docs/callbacks.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from wallestars_api.lifecycle import on_callback
 from wallestars_sdk.keys import attempt_keys
@@ -27,6 +31,21 @@ from wallestars_webhooks.kube import ApiError, Kube
 from wallestars_webhooks.ratelimit import TokenBuckets
 
 log = logging.getLogger("wallestars.webhooks.callbacks")
+
+
+# Seconds this request spent waiting for the Kubernetes API (a one-element list, mutable).
+api_time: contextvars.ContextVar[list[float]] = contextvars.ContextVar("api_time")
+
+
+@contextlib.contextmanager
+def timed(operation: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        dt = time.perf_counter() - t0
+        metrics.API_SECONDS.labels(operation).observe(dt)
+        api_time.get([0.0])[0] += dt
 
 
 def key_identity(request: web.Request) -> tuple[str, int]:
@@ -51,12 +70,22 @@ class CallbackHandler:
         # Answers already given, by webhook-id: a repeat is acknowledged again at once.
         self.answered: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
+        # Each task as this service last stored it (bounded): see apply().
+        self.objects: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         verdict = "error"
+        api_time.set([0.0])
         try:
             resp, verdict = await self.handle(request)
+            # Server-Timing splits the answer time into the API server's share and ours,
+            # so a client (and the benchmark) can see where the time went.
+            total = time.perf_counter() - t0
+            api = api_time.get()[0]
+            resp.headers["Server-Timing"] = (
+                f"api;dur={api * 1000:.3f}, app;dur={(total - api) * 1000:.3f}"
+            )
             return resp
         finally:
             metrics.CALLBACKS.labels(verdict).inc()
@@ -102,7 +131,17 @@ class CallbackHandler:
                 cached = self.answered.get(seen_key)
                 if cached is not None:
                     return web.json_response(cached), "duplicate"
-                return await self.apply(cb, v.webhook_id, seen_key)
+                try:
+                    return await self.apply(cb, v.webhook_id, seen_key)
+                except (TimeoutError, aiohttp.ClientError) as e:
+                    # Nothing was acknowledged; the agent's SDK retries after Retry-After.
+                    log.warning("Kubernetes API unavailable: %r", e)
+                    return error(
+                        503,
+                        "api-unavailable",
+                        "the Kubernetes API server did not answer; try again",
+                        **{"Retry-After": "2"},
+                    ), "api-unavailable"
         finally:
             if not lock.locked() and self.locks.get(seen_key) is lock:
                 del self.locks[seen_key]
@@ -111,14 +150,25 @@ class CallbackHandler:
         self, cb: Any, webhook_id: str, seen_key: str
     ) -> tuple[web.StreamResponse, str]:
         ns, name = cb.task.namespace, cb.task.name
+        key = (ns, name)
         for _ in range(self.s.patch_retries):
-            with metrics.API_SECONDS.labels("get").time():
-                obj = await self.kube.get_task(ns, name)
+            # The object as this service last wrote it saves a GET per callback. A decision
+            # taken on it is safe only when it writes (the resourceVersion precondition
+            # refuses a stale one); any other answer is checked against a fresh read.
+            obj = self.objects.get(key)
+            fresh = obj is None
             if obj is None:
-                return error(
-                    410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
-                ), "unknown-task"
+                with timed("get"):
+                    obj = await self.kube.get_task(ns, name)
+                if obj is None:
+                    self.objects.pop(key, None)
+                    return error(
+                        410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
+                    ), "unknown-task"
             out = on_callback(obj, cb, webhook_id, datetime.now(UTC), random.random())  # noqa: S311
+            if out.patch is None and not fresh and out.verdict != "duplicate":
+                self.objects.pop(key, None)
+                continue
             if out.http_status != 200:
                 reason = out.verdict
                 msg = {
@@ -129,12 +179,13 @@ class CallbackHandler:
                 return error(out.http_status, reason, msg), reason
             if out.patch is not None:
                 try:
-                    with metrics.API_SECONDS.labels("patch").time():
-                        await self.kube.patch_status(
+                    with timed("patch"):
+                        stored = await self.kube.patch_status(
                             ns, name, obj["metadata"]["resourceVersion"], out.patch
                         )
                 except ApiError as e:
-                    code = e.status.code
+                    self.objects.pop(key, None)
+                    code = e.code
                     if code == 409:
                         metrics.PATCH_CONFLICTS.inc()
                         continue  # someone wrote first: read again and decide again
@@ -142,13 +193,21 @@ class CallbackHandler:
                         return error(
                             410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
                         ), "unknown-task"
+                    if code in (429, 500, 503, 504):
+                        return error(
+                            503,
+                            "api-unavailable",
+                            "the Kubernetes API server is busy; try again",
+                            **{"Retry-After": "2"},
+                        ), "api-unavailable"
                     if code == 422:
                         return error(
                             422,
                             "refused-by-api-server",
-                            f"the API server refused the result: {e.status.message}",
+                            f"the API server refused the result: {e.message}",
                         ), "invalid-body"
                     raise
+                self.remember_object(key, stored)
                 if out.transition:
                     log.info(
                         "task %s/%s %s -> %s", ns, name, *out.transition,
@@ -164,6 +223,12 @@ class CallbackHandler:
         return error(
             503, "conflict", "the task kept changing; try again", **{"Retry-After": "1"}
         ), "conflict"
+
+    def remember_object(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        self.objects[key] = obj
+        self.objects.move_to_end(key)
+        while len(self.objects) > 10_000:
+            self.objects.popitem(last=False)
 
     def remember(self, key: str, answer: dict[str, Any]) -> None:
         self.answered[key] = answer

@@ -4,87 +4,93 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.models.authentication_v1 import TokenReviewSpec
-from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.authentication_v1 import TokenReview
-from lightkube.resources.authorization_v1 import SubjectAccessReview
-from lightkube.types import PatchType
-from wallestars_api.resources import AGENTTASKS, GROUP, VERSION
+from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
+from wallestars_api.resources import AGENTTASKS, API_VERSION, GROUP
 
-AgentTask = create_namespaced_resource(GROUP, VERSION, "AgentTask", AGENTTASKS)
-
-__all__ = ["AgentTask", "ApiError", "Kube", "make_client"]
+__all__ = ["ApiError", "Kube", "make_client"]
 
 
-def make_client(kubeconfig: Path | None) -> AsyncClient:
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    return AsyncClient(
-        config=config, field_manager="wallestars-webhooks", timeout=httpx2.Timeout(10.0)
-    )
+def make_client(kubeconfig: Path | None) -> KubeClient:
+    return KubeClient.from_env(kubeconfig)
+
+
+def status_path(namespace: str, name: str) -> str:
+    return f"/apis/{API_VERSION}/namespaces/{namespace}/{AGENTTASKS}/{name}/status"
 
 
 class Kube:
     """get/patch of agenttasks/status, TokenReview and SubjectAccessReview: nothing else."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: KubeClient) -> None:
         self.client = client
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = await self.client.get(AgentTask.Status, name, namespace=namespace)
+            return await self.client.request("GET", status_path(namespace, name))
         except ApiError as e:
-            if e.status.code == 404:
+            if e.code == 404:
                 return None
             raise
-        return cast(dict[str, Any], obj.to_dict())  # type: ignore[no-untyped-call]
 
     async def patch_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
-    ) -> None:
-        """A merge patch guarded by resourceVersion: the API server answers 409 on a lost race."""
+    ) -> dict[str, Any]:
+        """A merge patch guarded by resourceVersion: the API server answers 409 on a lost race.
+
+        Returns the object as stored after the patch.
+        """
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
-        await self.client.patch(
-            AgentTask.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
-        )
+        return await self.client.request("PATCH", status_path(namespace, name), body, MERGE_PATCH)
 
     async def review_token(self, token: str) -> tuple[str, list[str], Mapping[str, Any]] | None:
         """(user, groups, extra) if the API server vouches for the bearer token."""
-        tr = TokenReview(metadata=ObjectMeta(), spec=TokenReviewSpec(token=token))
-        res = await self.client.create(tr)
-        st = res.status
-        if st is None or not st.authenticated or st.user is None:
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        st = (
+            await self.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review)
+        ).get("status", {})
+        user = st.get("user") or {}
+        if not st.get("authenticated") or not user:
             return None
-        return st.user.username or "", list(st.user.groups or []), dict(st.user.extra or {})
+        return (
+            str(user.get("username", "")),
+            list(user.get("groups") or []),
+            dict(user.get("extra") or {}),
+        )
 
     async def can_get_task(
         self, user: str, groups: list[str], extra: Mapping[str, Any], namespace: str, name: str
     ) -> bool:
-        sar = SubjectAccessReview(
-            metadata=ObjectMeta(),
-            spec=SubjectAccessReviewSpec(
-                user=user,
-                groups=groups,
-                extra=dict(extra),
-                resourceAttributes=ResourceAttributes(
-                    group=GROUP, resource=AGENTTASKS, verb="get", namespace=namespace, name=name
-                ),
-            ),
+        sar = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "extra": dict(extra),
+                "resourceAttributes": {
+                    "group": GROUP,
+                    "resource": AGENTTASKS,
+                    "verb": "get",
+                    "namespace": namespace,
+                    "name": name,
+                },
+            },
+        }
+        res = await self.client.request(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar
         )
-        res = await self.client.create(sar)
-        return bool(res.status and res.status.allowed)
+        return bool(res.get("status", {}).get("allowed"))
 
     async def reachable(self) -> bool:
         """True when the API server answers (a 404 for a name that never exists counts)."""
         try:
-            await self.client.get(
-                AgentTask.Status, "wallestars-readiness-probe", namespace="default"
-            )
+            await self.client.request("GET", status_path("default", "wallestars-readiness-probe"))
         except ApiError:
             return True
         except Exception:

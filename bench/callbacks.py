@@ -1,0 +1,235 @@
+"""Callback benchmark: valid callbacks open-loop at a fixed rate, and forged ones with wrk.
+
+    .venv/bin/python bench/callbacks.py [--rate 200] [--seconds 60] [--runs 3] [--tasks 200]
+
+1. Valid: ``--rate`` callbacks/s for ``--seconds``, sent on schedule whatever the
+   replies (open loop: a late reply never delays the next send, so queueing shows up in
+   the latency). Each is a signed progress callback for one of ``--tasks`` dispatched
+   AgentTasks, so each costs the service one GET and one PATCH of agenttasks/status.
+   Latency is measured from the scheduled send time. The service's Server-Timing
+   header splits each answer into the API server's share and the service's own.
+2. Forged: wrk on one core hammers the service, pinned to the other core, with a
+   callback signed by a wrong key; every answer must be 401 and the service must make
+   no API call (its own counter of API calls does not move).
+
+Runs on its own local control plane (.cluster/bench), without audit logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+
+import aiohttp
+import localcluster
+from harness import REPO, Kubectl, WebhookService, install_chart_rbac, start_service
+from wallestars_sdk.signing import sign_headers
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def make_tasks(k: Kubectl, n: int) -> list[tuple[str, str]]:
+    items = [
+        {
+            "apiVersion": "agents.wallestars.io/v1alpha1",
+            "kind": "AgentTask",
+            "metadata": {"name": f"b-{i}"},
+            "spec": {"agentRef": "bench", "type": "custom", "payload": {}},
+        }
+        for i in range(n)
+    ]
+    k.apply({"apiVersion": "v1", "kind": "List", "items": items})
+    status = json.dumps({"status": {"phase": "Dispatched", "attempt": 1, "agent": "bench"}})
+
+    def dispatch(i: int) -> None:
+        k("patch", "agenttask", f"b-{i}", "--subresource=status", "--type=merge", "-p", status)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(dispatch, range(n)))
+    got = k.json("get", "agenttasks")["items"]
+    return [(o["metadata"]["name"], o["metadata"]["uid"]) for o in got]
+
+
+async def open_loop(
+    svc: WebhookService,
+    ns: str,
+    tasks: list[tuple[str, str]],
+    rate: float,
+    seconds: float,
+    run: int,
+) -> dict[str, Any]:
+    n = int(rate * seconds)
+    results: list[tuple[int, float, float, float]] = []  # status, latency, api, app
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def send(i: int, scheduled: float) -> None:
+            name, uid = tasks[i % len(tasks)]
+            raw = json.dumps({
+                "taskId": uid, "agentId": "bench", "task": {"namespace": ns, "name": name}, "attempt": 1,
+                "status": "running", "progress": (i // len(tasks)) % 100,
+            }).encode()  # fmt: skip
+            headers = {
+                **sign_headers([svc.key(uid, 1)], f"msg_r{run}_{i}", int(time.time()), raw),
+                "Content-Type": "application/json",
+            }
+            try:
+                async with s.post(svc.callback_url(uid, 1), data=raw, headers=headers) as r:
+                    await r.read()
+                    timing = dict(
+                        re.findall(r"(\w+);dur=([0-9.]+)", r.headers.get("Server-Timing", ""))
+                    )
+                    results.append(
+                        (
+                            r.status,
+                            time.perf_counter() - scheduled,
+                            float(timing.get("api", "nan")),
+                            float(timing.get("app", "nan")),
+                        )
+                    )
+            except Exception:
+                results.append((0, time.perf_counter() - scheduled, float("nan"), float("nan")))
+
+        t0 = time.perf_counter() + 0.2
+        pending = []
+        for i in range(n):
+            at = t0 + i / rate
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(send(i, at)))
+        await asyncio.gather(*pending)
+    ok = [r for r in results if r[0] == 200]
+    lat = [r[1] * 1000 for r in ok]
+    api = [r[2] for r in ok]
+    app = [r[3] for r in ok]
+    return {
+        "sent": n, "ok": len(ok), "errors": n - len(ok),
+        "latency_p50_ms": pct(lat, 50), "latency_p99_ms": pct(lat, 99),
+        "api_p50_ms": pct(api, 50), "api_p99_ms": pct(api, 99),
+        "app_p50_ms": pct(app, 50), "app_p99_ms": pct(app, 99),
+    }  # fmt: skip
+
+
+def forged(svc: WebhookService, ns: str, task: tuple[str, str], seconds: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    name, uid = task
+    raw = json.dumps(
+        {
+            "taskId": uid,
+            "agentId": "x",
+            "task": {"namespace": ns, "name": name},
+            "attempt": 1,
+            "status": "success",
+        }
+    )
+    # A current timestamp (refreshed below for each run) with a signature from a wrong key.
+    headers = sign_headers([os.urandom(32)], "msg_forged", int(time.time()), raw.encode())
+    lua = (
+        "wrk.method = 'POST'\n"
+        + f"wrk.body = {json.dumps(raw)}\n"
+        + "wrk.headers['Content-Type'] = 'application/json'\n"
+    )
+    lua += "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(lua)
+    calls_before = api_calls(svc)
+    subprocess.run(["taskset", "-cp", "0", str(svc.proc.pid)], check=True, capture_output=True)
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "-s", str(script), svc.callback_url(uid, 1)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["taskset", "-cp", "0-1", str(svc.proc.pid)], check=True, capture_output=True)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"requests": total, "refused": non2xx, "per_second": rps, "api_calls": api_calls(svc) - calls_before,
+            "status_401": svc.metric("wallestars_callbacks_total", verdict="bad-signature")}  # fmt: skip
+
+
+def api_calls(svc: WebhookService) -> float:
+    return sum(
+        svc.metric("wallestars_webhook_api_request_duration_seconds_count", operation=op)
+        for op in ("get", "patch")
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=200)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tasks", type=int, default=200)
+    p.add_argument("--forged-seconds", type=int, default=15)
+    p.add_argument(
+        "--pprof", type=Path, help="write a 15 s CPU profile of the API server under load here"
+    )
+    a = p.parse_args()
+    state = REPO / ".cluster" / "bench"
+    cluster = localcluster.up(
+        state, ports=localcluster.Ports.free(), node=False, profiling=a.pprof is not None
+    )
+    try:
+        k = Kubectl(cluster.kubeconfig)
+        k("apply", "--server-side", "-f", str(REPO / "crds"))
+        k("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        install_chart_rbac(cluster)
+        ns = "bench"
+        k("create", "namespace", ns)
+        tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)
+        svc = start_service(cluster, Path(tempfile.mkdtemp()), [os.urandom(32)])
+        try:
+            runs = []
+            if a.pprof:
+                profiler = subprocess.Popen(
+                    ["curl", "-s", "--cacert", str(cluster.pki / "ca.crt"), "--cert", str(cluster.pki / "admin.crt"),
+                     "--key", str(cluster.pki / "admin.key"), "-o", str(a.pprof), f"{cluster.server}/debug/pprof/profile?seconds=15"]
+                )  # fmt: skip
+            for r in range(a.runs):
+                res = asyncio.run(open_loop(svc, ns, tasks, a.rate, a.seconds, r))
+                runs.append(res)
+                print(
+                    json.dumps(
+                        {
+                            "valid_run": r + 1,
+                            **{
+                                k_: round(v, 3) if isinstance(v, float) else v
+                                for k_, v in res.items()
+                            },
+                        }
+                    )
+                )
+            if a.pprof:
+                profiler.wait()
+            med = {key: statistics.median(x[key] for x in runs) for key in runs[0]}
+            print(json.dumps({"valid_median_of_runs": {k_: round(v, 3) for k_, v in med.items()}}))
+            f = forged(svc, ns, tasks[0], a.forged_seconds)
+            print(json.dumps({"forged": f}))
+        finally:
+            svc.stop()
+    finally:
+        localcluster.down(state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""What tests and benchmarks share: kubectl, polling, and the webhook service as a process.
+
+Importable as ``harness`` with hack/ on sys.path (pytest's pythonpath, bench scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import localcluster
+from wallestars_sdk.keys import derive_attempt_key, encode_key
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Kubectl:
+    """kubectl against the test cluster; the machine's own kubectl, as users run it."""
+
+    def __init__(self, kubeconfig: Path, namespace: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, namespaced: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = ["kubectl", f"--kubeconfig={self.kubeconfig}"]
+        if namespaced and self.namespace:
+            argv.append(f"--namespace={self.namespace}")
+        out = subprocess.run(
+            [*argv, *args], input=input, capture_output=True, text=True, check=False, timeout=120
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stderr}")
+        return out
+
+    def __call__(self, *args: str, input: str | None = None) -> str:
+        return self.run(*args, input=input).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def apply(self, manifest: str | dict[str, Any]) -> str:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self("apply", "-f", "-", input=text)
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2
+) -> Any:
+    """Poll until ``check()`` is truthy; fail naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+SYSTEM_NS = "wallestars-system"
+WEBHOOK_USER = f"system:serviceaccount:{SYSTEM_NS}:wallestars-webhooks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token_kubeconfig(cluster: localcluster.Cluster, path: Path, namespace: str, sa: str) -> Path:
+    """A kubeconfig that authenticates as a service account (a bound token, as in a pod)."""
+    token = Kubectl(cluster.kubeconfig)(
+        "create", "token", sa, "-n", namespace, "--duration=24h"
+    ).strip()
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
+
+
+def install_chart_rbac(cluster: localcluster.Cluster) -> None:
+    """The chart's own RBAC for the webhook service, rendered by helm and applied."""
+    k = Kubectl(cluster.kubeconfig)
+    k.run("create", "namespace", SYSTEM_NS, check=False)
+    helm = localcluster.bin_dirs()["helm"] / "helm"
+    rendered = subprocess.run(
+        [str(helm), "template", "wallestars", str(REPO / "charts" / "wallestars-agents"), "--namespace", SYSTEM_NS],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    k.apply(rendered)
+
+
+@dataclass
+class WebhookService:
+    url: str
+    masters: list[bytes]
+    proc: subprocess.Popen[bytes]
+    log: Path
+    artifact_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def key(self, uid: str, attempt: int, master: int = 0) -> bytes:
+        return derive_attempt_key(self.masters[master], uid, attempt)
+
+    def callback_url(self, uid: str, attempt: int) -> str:
+        return f"{self.url}/api/agent-callback?task={uid}&attempt={attempt}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the service's own /metrics (0 if absent)."""
+        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()  # noqa: S310
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        )
+        for line in text.splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_service(
+    cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], **env: str
+) -> WebhookService:
+    tmp.mkdir(parents=True, exist_ok=True)
+    keys = tmp / "master-keys"
+    keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
+    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", SYSTEM_NS, "wallestars-webhooks")
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "WALLESTARS_HOST": "127.0.0.1",
+        "WALLESTARS_PORT": str(port),
+        "WALLESTARS_KUBECONFIG": str(kubeconfig),
+        "WALLESTARS_MASTER_KEYS_FILE": str(keys),
+        "WALLESTARS_ARTIFACT_DIR": str(tmp / "artifacts"),
+        "WALLESTARS_READINESS_INTERVAL_SECONDS": "1",
+        **env,
+    }
+    log = tmp / "webhooks.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wallestars_webhooks"],
+        env=full_env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    svc = WebhookService(
+        f"http://127.0.0.1:{port}", masters, proc, log, tmp / "artifacts", full_env
+    )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"webhook service exited:\n{log.read_text()[-3000:]}")
+        try:
+            return bool(urllib.request.urlopen(f"{svc.url}/readyz", timeout=1).status == 200)  # noqa: S310
+        except OSError:
+            return False
+
+    wait_for("the webhook service to be ready", ready, timeout=30)
+    return svc
+
+
+def dispatched_task(
+    kubectl: Kubectl, name: str | None = None, attempt: int = 1, **spec: Any
+) -> tuple[str, str]:
+    """An AgentTask in phase Dispatched at ``attempt``, as the operator leaves it; (name, uid)."""
+    name = name or f"t-{uuid.uuid4().hex[:8]}"
+    kubectl.apply(
+        {
+            "apiVersion": "agents.wallestars.io/v1alpha1",
+            "kind": "AgentTask",
+            "metadata": {"name": name},
+            "spec": {"agentRef": "fake", "type": "custom", "payload": {}, **spec},
+        }
+    )
+    status = {"phase": "Dispatched", "attempt": attempt, "agent": "fake", "dispatchTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "attempts": [{"attempt": attempt, "agent": "fake"}]}  # fmt: skip
+    kubectl(
+        "patch",
+        "agenttask",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    uid = kubectl.json("get", "agenttask", name)["metadata"]["uid"]
+    return name, uid
+
+
+def audit_writes(
+    cluster: localcluster.Cluster, user: str, namespace: str | None = None, name: str | None = None
+) -> list[dict[str, Any]]:
+    """Audit events of API writes by ``user`` (optionally on one object)."""
+    out = []
+    for line in (cluster.logs / "audit.log").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("stage") != "ResponseComplete" or ev["user"].get("username") != user:
+            continue
+        ref = ev.get("objectRef") or {}
+        if namespace and ref.get("namespace") != namespace:
+            continue
+        if name and ref.get("name") != name:
+            continue
+        out.append(ev)
+    return out

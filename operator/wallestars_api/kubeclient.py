@@ -1,0 +1,136 @@
+"""A small Kubernetes REST client on aiohttp, for the hot paths of our components.
+
+The operator and the webhook service make a handful of kinds of call (get and patch of
+AgentTask status, Jobs, Secrets, reviews); on a 2-core machine the general-purpose
+clients cost more CPU per call than the API server does (measured in bench/RESULTS.md),
+so these calls go through aiohttp directly. Configuration is read the standard way:
+in-cluster service account (token re-read as the kubelet rotates it) or a kubeconfig,
+parsed by lightkube.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+TOKEN_REREAD_SECONDS = 60.0
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+class KubeClient:
+    def __init__(
+        self,
+        server: str,
+        ssl_context: ssl.SSLContext | bool,
+        token: str | None = None,
+        token_file: Path | None = None,
+        timeout: float = 10.0,
+        connections: int = 64,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._ssl = ssl_context
+        self._token = token
+        self._token_file = token_file
+        self._token_read = 0.0
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_env(cls, kubeconfig: Path | None = None, **kw: Any) -> KubeClient:
+        """In-cluster config when running in a pod (and no kubeconfig is named), else a kubeconfig."""
+        if (
+            kubeconfig is None
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
+            and (SA_DIR / "token").exists()
+        ):
+            host, port = (
+                os.environ["KUBERNETES_SERVICE_HOST"],
+                os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+            )
+            host = f"[{host}]" if ":" in host else host
+            ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
+            return cls(f"https://{host}:{port}", ctx, token_file=SA_DIR / "token", **kw)
+        from lightkube.config.client_adapter import verify_cluster
+        from lightkube.config.kubeconfig import KubeConfig
+
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+        single = config.get()
+        assert single is not None
+
+        def abs_file(p: str | os.PathLike[str]) -> str:
+            path = Path(p)
+            return str(
+                path if path.is_absolute() or single.fname is None else single.fname.parent / path
+            )
+
+        user = single.user
+        verify = verify_cluster(single.cluster, user, abs_file)  # type: ignore[arg-type]
+        token = user.token if user else None
+        token_file = Path(abs_file(user.token_file)) if user and user.token_file else None
+        return cls(single.cluster.server, verify, token=token, token_file=token_file, **kw)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self._connections)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    def _auth(self) -> dict[str, str]:
+        if (
+            self._token_file is not None
+            and time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS
+        ):
+            self._token = self._token_file.read_text().strip()
+            self._token_read = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", **self._auth()}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":"))
+            headers["Content-Type"] = content_type
+        async with self.session.request(
+            method, self.server + path, data=data, headers=headers, params=params
+        ) as r:
+            raw = await r.read()
+            if r.status >= 400:
+                try:
+                    st = json.loads(raw)
+                    raise ApiError(r.status, str(st.get("reason", "")), str(st.get("message", "")))
+                except (ValueError, AttributeError):
+                    raise ApiError(r.status, "", raw[:500].decode("utf-8", "replace")) from None
+            result: dict[str, Any] = json.loads(raw) if raw else {}
+            return result
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
