@@ -8,6 +8,7 @@ lookup. A key speaks for exactly one (task UID, attempt).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes
     return okm[:length]
 
 
+@functools.lru_cache(maxsize=65536)
 def derive_attempt_key(master: bytes, task_uid: str, attempt: int) -> bytes:
-    """The 32-byte key of one attempt of one task."""
+    """The 32-byte key of one attempt of one task (cached: a task's callbacks reuse it)."""
     if attempt < 1:
         raise KeyError_("attempt numbers start at 1")
     info = f"task={task_uid};attempt={attempt}".encode()

@@ -736,3 +736,81 @@ async def test_end_to_end_with_a_test_agent_and_artifacts(
             assert r.status == 401
         async with s.get(url, headers={"Authorization": "Bearer not-a-token"}) as r:
             assert r.status == 401
+
+
+async def test_artifacts_in_s3_compatible_storage(
+    webhook_service: WebhookService, kubectl: Kubectl, cluster: localcluster.Cluster, tmp_path: Any
+) -> None:
+    """The S3 store through boto3 against an S3-compatible server on loopback (moto's)."""
+    import boto3
+    from harness import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    aws = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="artifacts")
+        svc = start_service(
+            cluster, tmp_path / "s3svc", webhook_service.masters, WALLESTARS_ARTIFACT_STORE="s3",
+            WALLESTARS_S3_BUCKET="artifacts", WALLESTARS_S3_ENDPOINT_URL=endpoint, **aws,
+        )  # fmt: skip
+        try:
+            ns = kubectl.namespace or ""
+            name, uid = dispatched_task(kubectl)
+            key_file = tmp_path / "key"
+            from wallestars_sdk.keys import encode_key
+
+            key_file.write_text(encode_key(svc.key(uid, 1)))
+            env = {**os.environ, "WALLESTARS_CALLBACK_URL": svc.callback_url(uid, 1), "WALLESTARS_TASK_UID": uid,
+                   "WALLESTARS_TASK_NAMESPACE": ns, "WALLESTARS_TASK_NAME": name, "WALLESTARS_ATTEMPT": "1",
+                   "WALLESTARS_KEY_FILE": str(key_file)}  # fmt: skip
+            agent = REPO / "tests" / "agents" / "progress_agent.py"
+            out = subprocess.run(
+                [sys.executable, str(agent)], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert out.returncode == 0, out.stderr
+            [art] = kubectl.json("get", "agenttask", name)["status"]["result"]["artifacts"]
+            stored = s3.get_object(
+                Bucket="artifacts", Key=f"artifacts/{ns}/{name}/{uid}/1/agent.py"
+            )
+            assert stored["Body"].read() == agent.read_bytes()
+            kubectl("create", "serviceaccount", "reader")
+            kubectl(
+                "create",
+                "role",
+                "task-reader",
+                "--verb=get",
+                "--resource=agenttasks.agents.wallestars.io",
+            )
+            kubectl(
+                "create",
+                "rolebinding",
+                "task-reader",
+                "--role=task-reader",
+                f"--serviceaccount={ns}:reader",
+            )
+            token = kubectl("create", "token", "reader").strip()
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(svc.url + art["uri"], headers={"Authorization": f"Bearer {token}"}) as r,
+            ):
+                assert r.status == 200 and await r.read() == agent.read_bytes()
+            assert list((tmp_path / "s3svc").rglob(".spool/*")) == []  # no copy left behind
+        finally:
+            svc.stop()
+    finally:
+        server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -51,11 +50,8 @@ def make_store(s: Settings) -> Store:
 
 
 def spool_dir(s: Settings) -> Path:
-    # Uploads spool beside their destination, so keeping one is a rename.
-    if s.artifact_store == "filesystem":
-        d = s.artifact_dir / ".spool"
-    else:
-        d = Path(tempfile.gettempdir()) / "wallestars-spool"
+    """Where uploads and S3 downloads are spooled: beside the files, so keeping one is a rename."""
+    d = s.artifact_dir / ".spool"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -60,12 +60,17 @@ class Stored:
 
 
 class Store(Protocol):
+    # Whether open() hands out a temporary copy that the caller deletes after serving it.
+    temporary_copies: bool
+
     async def put(self, ref: ArtifactRef, tmp: Path, meta: Stored) -> None: ...
     async def open(self, ref: ArtifactRef) -> tuple[Stored, Path] | None: ...
 
 
 class FilesystemStore:
     """The embedded default: files on a volume (a PVC in the chart)."""
+
+    temporary_copies = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -92,6 +97,8 @@ class FilesystemStore:
 
 class S3Store:
     """S3-compatible storage (boto3, off the event loop), for scale."""
+
+    temporary_copies = True
 
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, spool: Path) -> None:
         import boto3  # an optional dependency: pip install wallestars-agents[cloud]
@@ -284,9 +291,17 @@ class ArtifactHandlers:
             return error(404, "not-found", "no such artifact")
         meta, path = found
         metrics.ARTIFACTS.labels("served").inc()
-        return web.FileResponse(path, headers={
+        resp = web.FileResponse(path, headers={
             "Content-Type": meta.content_type,
             "X-Content-SHA256": meta.sha256,
             "Content-Disposition": f'attachment; filename="{ref.artifact}"',
             "X-Content-Type-Options": "nosniff",
         })  # fmt: skip
+        if not self.store.temporary_copies:
+            return resp
+        try:  # a downloaded copy: serve it, then delete it
+            await resp.prepare(request)
+            await resp.write_eof()
+        finally:
+            path.unlink(missing_ok=True)
+        return resp
