@@ -166,42 +166,9 @@ def on_callback(
         else:
             err = cb.error
             assert err is not None  # parse_callback guarantees it for failures
-            policy = RetryPolicy.from_spec(spec.get("retries"))
-            d = decide(policy, cb.attempt, err.retryable, rand)
-            patch["error"] = {
-                "code": err.code,
-                "message": err.message[:4096],
-                "retryable": err.retryable,
-            }
-            rec["outcome"] = Phase.FAILED.value
-            rec["reason"] = err.code[:128]
-            rec["message"] = err.message[:4096]
-            deadline = _deadline(obj)
-            if (
-                d.retry
-                and deadline is not None
-                and now + timedelta(seconds=d.delay_seconds) >= deadline
-            ):
-                d = type(d)(False, reason="DeadlineExceeded")
-            if d.retry:
-                new_phase = Phase.RETRYING
-                action = NextAction.RETRY
-                patch["nextAttemptTime"] = ts(now + timedelta(seconds=d.delay_seconds))
-                patch["reason"] = "AttemptFailed"
-                patch["message"] = (
-                    f"attempt {cb.attempt} failed ({err.code}: {err.message[:200]}); "
-                    f"retrying in {d.delay_seconds:.0f}s"
-                )
-                conds = set_condition(conds, "Running", False, "AttemptFailed", patch["message"], t)
-            else:
-                new_phase = Phase.TIMED_OUT if d.reason == "DeadlineExceeded" else Phase.FAILED
-                action = NextAction.ESCALATE
-                patch["reason"] = d.reason
-                patch["message"] = (
-                    f"attempt {cb.attempt} failed ({err.code}: {err.message[:200]}); {d.reason}"
-                )
-                conds = set_condition(conds, "Running", False, d.reason, patch["message"], t)
-                conds = set_condition(conds, "Succeeded", False, d.reason, patch["message"], t)
+            f = failure(obj, err.code, err.message, err.retryable, now, rand, conds, rec)
+            patch.update(f.patch)
+            conds, new_phase, action = f.conditions, f.phase, f.next_action
         rec["completionTime"] = t
         if new_phase in TERMINAL:
             patch["completionTime"] = t
@@ -238,9 +205,202 @@ def on_callback(
     return CallbackOutcome(200, verdict, action, patch, transition)
 
 
+@dataclass
+class Failure:
+    phase: Phase
+    next_action: NextAction
+    patch: dict[str, Any]
+    conditions: list[dict[str, Any]]
+
+
+def failure(
+    obj: Mapping[str, Any],
+    code: str,
+    message: str,
+    retryable: bool,
+    now: datetime,
+    rand: float,
+    conds: list[dict[str, Any]],
+    rec: dict[str, Any],
+) -> Failure:
+    """An attempt failed (callback, timeout, missing callback): retry it or end the task.
+
+    Updates the attempt record ``rec`` in place; returns the phase and status fields.
+    """
+    spec = obj.get("spec") or {}
+    attempt = int((obj.get("status") or {}).get("attempt") or 1)
+    t = ts(now)
+    d = decide(RetryPolicy.from_spec(spec.get("retries")), attempt, retryable, rand)
+    patch: dict[str, Any] = {
+        "error": {"code": code[:128], "message": message[:4096], "retryable": retryable}
+    }
+    rec["outcome"] = Phase.FAILED.value
+    rec["reason"] = code[:128]
+    rec["message"] = message[:4096]
+    rec["completionTime"] = t
+    deadline = _deadline(obj)
+    if d.retry and deadline is not None and now + timedelta(seconds=d.delay_seconds) >= deadline:
+        d = type(d)(False, reason="DeadlineExceeded")
+    short = f"attempt {attempt} failed ({code}: {message[:200]})"
+    if d.retry:
+        patch["nextAttemptTime"] = ts(now + timedelta(seconds=d.delay_seconds))
+        patch["reason"] = "AttemptFailed"
+        patch["message"] = f"{short}; retrying in {d.delay_seconds:.0f}s"
+        conds = set_condition(conds, "Running", False, "AttemptFailed", patch["message"], t)
+        return Failure(Phase.RETRYING, NextAction.RETRY, patch, conds)
+    phase = (
+        Phase.TIMED_OUT
+        if d.reason == "DeadlineExceeded" or (code == "Timeout" and d.reason == "RetriesExhausted")
+        else Phase.FAILED
+    )
+    patch["reason"] = (
+        code if code in FAILURE_REASONS and d.reason != "DeadlineExceeded" else d.reason
+    )
+    patch["message"] = f"{short}; {d.reason}"
+    patch["completionTime"] = t
+    conds = set_condition(conds, "Running", False, d.reason, patch["message"], t)
+    conds = set_condition(conds, "Succeeded", False, patch["reason"], patch["message"], t)
+    return Failure(phase, NextAction.ESCALATE, patch, conds)
+
+
+# Failure codes that are a better REASON for a failed task than how retries ended.
+FAILURE_REASONS = frozenset(
+    {"Timeout", "CallbackMissing", "OOMKilled", "Evicted", "UserError", "DispatchFailed"}
+)
+
+
 def _deadline(obj: Mapping[str, Any]) -> datetime | None:
     seconds = (obj.get("spec") or {}).get("deadlineSeconds")
     created = parse_ts((obj.get("metadata") or {}).get("creationTimestamp"))
     if seconds is None or created is None:
         return None
     return created + timedelta(seconds=int(seconds))
+
+
+# --- transitions the operator makes ------------------------------------------------------
+
+
+@dataclass
+class Transition:
+    """A status patch (merge) and what it means, for the operator to write and announce."""
+
+    patch: dict[str, Any]
+    phase: Phase
+    reason: str
+    message: str
+    warning: bool = False  # the Kubernetes Event's type: Warning rather than Normal
+
+
+def dispatch(
+    obj: Mapping[str, Any], agent: str, now: datetime, job: str | None = None
+) -> Transition:
+    """Queued (or Retrying) -> Dispatched: the next attempt is handed to ``agent``."""
+    status = obj.get("status") or {}
+    attempt = int(status.get("attempt") or 0) + 1
+    t = ts(now)
+    rec: dict[str, Any] = {"attempt": attempt, "agent": agent, "dispatchTime": t}
+    if job:
+        rec["job"] = job
+    attempts = [*[dict(a) for a in status.get("attempts") or []][-20:], rec]
+    message = f"attempt {attempt} dispatched to agent {agent}"
+    conds = set_condition(
+        status.get("conditions") or [], "Scheduled", True, "Dispatched", message, t
+    )
+    patch: dict[str, Any] = {
+        "phase": Phase.DISPATCHED.value,
+        "attempt": attempt,
+        "agent": agent,
+        "dispatchTime": t,
+        "attempts": attempts,
+        "conditions": conds,
+        "reason": "Dispatched",
+        "message": message,
+        "queue": None,
+        "nextAttemptTime": None,
+    }
+    if not status.get("createTime"):
+        patch["createTime"] = (obj.get("metadata") or {}).get("creationTimestamp") or t
+    return Transition(patch, Phase.DISPATCHED, "Dispatched", message)
+
+
+def wait(
+    obj: Mapping[str, Any], reason: str, message: str, position: int | None, now: datetime
+) -> Transition | None:
+    """Queued and waiting: say why (Scheduled=False) and where in the queue; None if already said."""
+    status = obj.get("status") or {}
+    queue = status.get("queue") or {}
+    phase = phase_of(obj)
+    if phase not in (None, Phase.QUEUED, Phase.RETRYING):
+        return None
+    same = (
+        status.get("reason") == reason and queue.get("position") == position and phase is not None
+    )
+    if same:
+        return None
+    t = ts(now)
+    conds = set_condition(status.get("conditions") or [], "Scheduled", False, reason, message, t)
+    patch: dict[str, Any] = {
+        "reason": reason,
+        "message": message,
+        "conditions": conds,
+        "queue": {"position": position, "since": queue.get("since") or t}
+        if position is not None
+        else None,
+    }
+    if phase is None:
+        patch["phase"] = Phase.QUEUED.value
+        patch["createTime"] = (obj.get("metadata") or {}).get("creationTimestamp") or t
+    return Transition(patch, phase or Phase.QUEUED, reason, message)
+
+
+def end(
+    obj: Mapping[str, Any],
+    phase: Phase,
+    reason: str,
+    message: str,
+    now: datetime,
+    outcome: str | None = None,
+) -> Transition:
+    """A terminal transition decided by the operator (cancel, queue timeout, deadline)."""
+    status = obj.get("status") or {}
+    t = ts(now)
+    conds = set_condition(status.get("conditions") or [], "Succeeded", False, reason, message, t)
+    if phase_of(obj) in LIVE:
+        conds = set_condition(conds, "Running", False, reason, message, t)
+    patch: dict[str, Any] = {
+        "phase": phase.value,
+        "reason": reason,
+        "message": message,
+        "completionTime": t,
+        "conditions": conds,
+        "queue": None,
+        "nextAttemptTime": None,
+    }
+    attempt = int(status.get("attempt") or 0)
+    if attempt and phase_of(obj) in LIVE:
+        attempts, rec = _attempt_record(status, attempt)
+        rec.setdefault("outcome", outcome or phase.value)
+        rec.setdefault("reason", reason)
+        rec["completionTime"] = t
+        patch["attempts"] = attempts
+    return Transition(patch, phase, reason, message, warning=phase != Phase.SUCCEEDED)
+
+
+def attempt_failed(
+    obj: Mapping[str, Any],
+    code: str,
+    message: str,
+    retryable: bool,
+    now: datetime,
+    rand: float,
+    exit_code: int | None = None,
+) -> Transition:
+    """The live attempt failed without a (failure) callback: timeout, Job ended, dispatch refused."""
+    status = obj.get("status") or {}
+    attempt = int(status.get("attempt") or 1)
+    attempts, rec = _attempt_record(status, attempt)
+    if exit_code is not None:
+        rec["exitCode"] = exit_code
+    f = failure(obj, code, message, retryable, now, rand, list(status.get("conditions") or []), rec)
+    patch = {**f.patch, "phase": f.phase.value, "attempts": attempts, "conditions": f.conditions}
+    return Transition(patch, f.phase, patch["reason"], patch["message"], warning=True)

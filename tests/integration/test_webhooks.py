@@ -814,3 +814,43 @@ async def test_artifacts_in_s3_compatible_storage(
             svc.stop()
     finally:
         server.stop()
+
+
+async def test_a_slow_body_gets_408_and_changes_nothing(
+    cluster: localcluster.Cluster, webhook_service: WebhookService, kubectl: Kubectl, tmp_path: Any
+) -> None:
+    svc = start_service(
+        cluster, tmp_path / "slow", webhook_service.masters, WALLESTARS_BODY_TIMEOUT_SECONDS="2"
+    )
+    try:
+        ns = kubectl.namespace or ""
+        name, uid = dispatched_task(kubectl)
+        raw = body(ns, name, uid, progress=42)
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed(svc.key(uid, 1), raw).items())
+        host, port = svc.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        path = f"/api/agent-callback?task={uid}&attempt=1"
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(raw)}\r\n\r\n".encode()
+            + raw[:10]
+        )
+        await writer.drain()
+        t0 = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(4096), timeout=10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert 1.5 <= time.monotonic() - t0 <= 6
+        assert "progress" not in kubectl.json("get", "agenttask", name)["status"]
+    finally:
+        svc.stop()
+
+
+def test_no_key_or_token_is_ever_logged(webhook_service: WebhookService, kubectl: Kubectl) -> None:
+    """After every test above has run through it, the service's log holds no secret."""
+    from wallestars_sdk.keys import encode_key
+
+    log = webhook_service.log.read_text()
+    for master in webhook_service.masters:
+        assert encode_key(master) not in log
+        assert encode_key(master).removeprefix("whsec_")[:16] not in log
+    assert "Bearer " not in log and "eyJ" not in log  # no Authorization header, no JWT

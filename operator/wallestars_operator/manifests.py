@@ -1,0 +1,236 @@
+"""What the operator creates for an attempt, built by pure functions.
+
+Names are deterministic per (task, attempt), so a handler that runs twice (a crash, a
+duplicate event) finds the object it already made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from wallestars_api.lifecycle import ts
+from wallestars_api.resources import API_VERSION, GROUP
+
+DEFAULT_COMMAND = ["python", "-m", "wallestars_browser"]
+KEY_DIR = "/var/run/wallestars/key"
+AGENT_UID = 10001  # the browser image's non-root user
+
+
+@dataclass(frozen=True)
+class AttemptConfig:
+    """What every attempt needs to know of the installation."""
+
+    callback_base: str  # e.g. http://wallestars-webhooks.wallestars-system:8080
+    job_ttl_seconds: int = 600
+    dshm_limit: str = "1Gi"
+
+
+def attempt_name(task_name: str, uid: str, attempt: int) -> str:
+    """A DNS-1123 name unique to (task, attempt), at most 63 characters."""
+    digest = hashlib.sha256(f"{uid}/{attempt}".encode()).hexdigest()[:8]
+    return f"{task_name[:45].rstrip('-.')}-{digest}-a{attempt}"
+
+
+def callback_url(cfg: AttemptConfig, uid: str, attempt: int) -> str:
+    return f"{cfg.callback_base.rstrip('/')}/api/agent-callback?task={uid}&attempt={attempt}"
+
+
+def owner_reference(task: Mapping[str, Any]) -> dict[str, Any]:
+    meta = task["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "AgentTask",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(task: Mapping[str, Any], attempt: int, agent: str) -> dict[str, str]:
+    meta = task["metadata"]
+    return {
+        f"{GROUP}/task": meta["name"][:63],
+        f"{GROUP}/task-uid": meta["uid"],
+        f"{GROUP}/attempt": str(attempt),
+        f"{GROUP}/agent": agent[:63],
+        "app.kubernetes.io/managed-by": "wallestars-operator",
+        "app.kubernetes.io/component": "browser-agent",
+    }
+
+
+def attempt_env(
+    task: Mapping[str, Any], attempt: int, agent: str, cfg: AttemptConfig
+) -> dict[str, str]:
+    """The WALLESTARS_* environment the SDK reads (docs/callbacks.md)."""
+    meta, spec = task["metadata"], task["spec"]
+    return {
+        "WALLESTARS_CALLBACK_URL": callback_url(cfg, meta["uid"], attempt),
+        "WALLESTARS_TASK_UID": meta["uid"],
+        "WALLESTARS_TASK_NAMESPACE": meta["namespace"],
+        "WALLESTARS_TASK_NAME": meta["name"],
+        "WALLESTARS_ATTEMPT": str(attempt),
+        "WALLESTARS_AGENT_ID": agent,
+        "WALLESTARS_TASK_TYPE": spec["type"],
+        "WALLESTARS_PAYLOAD": json.dumps(spec.get("payload") or {}, separators=(",", ":")),
+        "WALLESTARS_TIMEOUT_SECONDS": str(spec.get("timeoutSeconds", 300)),
+    }
+
+
+def key_secret(task: Mapping[str, Any], attempt: int, agent: str, key_text: str) -> dict[str, Any]:
+    """The attempt's callback key, owned by the task (deleted with it), never changed."""
+    meta = task["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": attempt_name(meta["name"], meta["uid"], attempt),
+            "namespace": meta["namespace"],
+            "labels": labels(task, attempt, agent),
+            "ownerReferences": [owner_reference(task)],
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "data": {"key": base64.b64encode(key_text.encode()).decode()},
+    }
+
+
+def browser_job(
+    task: Mapping[str, Any], agent_obj: Mapping[str, Any], attempt: int, cfg: AttemptConfig
+) -> dict[str, Any]:
+    """One attempt of a browser task: a Job that runs once, Pod Security `restricted`."""
+    meta, spec = task["metadata"], task["spec"]
+    agent = agent_obj["metadata"]["name"]
+    browser = (agent_obj.get("spec") or {}).get("browser") or {}
+    name = attempt_name(meta["name"], meta["uid"], attempt)
+    lbl = labels(task, attempt, agent)
+    env = [{"name": k, "value": v} for k, v in attempt_env(task, attempt, agent, cfg).items()]
+    env += [
+        {"name": "WALLESTARS_KEY_FILE", "value": f"{KEY_DIR}/key"},
+        {"name": "WALLESTARS_BROWSER", "value": browser.get("browser", "chromium")},
+        {"name": "HOME", "value": "/tmp"},  # noqa: S108 (the writable emptyDir)
+    ]
+    if browser.get("viewport"):
+        env.append(
+            {
+                "name": "WALLESTARS_VIEWPORT",
+                "value": json.dumps(browser["viewport"], separators=(",", ":")),
+            }
+        )
+    if (browser.get("network") or {}) != {}:
+        env.append(
+            {
+                "name": "WALLESTARS_NETWORK",
+                "value": json.dumps(browser["network"], separators=(",", ":")),
+            }
+        )
+    reserved = {e["name"] for e in env}
+    env += [dict(e) for e in browser.get("env") or [] if e["name"] not in reserved]
+    container: dict[str, Any] = {
+        "name": "agent",
+        "image": browser["image"],
+        "command": list(browser.get("command") or DEFAULT_COMMAND),
+        "env": env,
+        "resources": dict(browser.get("resources") or {}),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root is read-only)
+            {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (Chromium's shared memory)
+        ],
+    }
+    if browser.get("imagePullPolicy"):
+        container["imagePullPolicy"] = browser["imagePullPolicy"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": lbl,
+            "ownerReferences": [owner_reference(task)],
+        },
+        "spec": {
+            # Retries belong to the operator, so every attempt is its own visible Job.
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": int(spec.get("timeoutSeconds", 300)),
+            "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
+            # A pod lost to a disruption (eviction, node drain) is not the attempt failing.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": lbl},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": AGENT_UID,
+                        "runAsGroup": AGENT_UID,
+                        "fsGroup": AGENT_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "key",
+                            "secret": {
+                                "secretName": name,
+                                "defaultMode": 0o440,
+                                "items": [{"key": "key", "path": "key"}],
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {}},
+                        {
+                            "name": "dshm",
+                            "emptyDir": {"medium": "Memory", "sizeLimit": cfg.dshm_limit},
+                        },
+                    ],
+                },
+            },
+        },
+    }
+
+
+def invocation(
+    task: Mapping[str, Any],
+    attempt: int,
+    agent: str,
+    key_text: str,
+    cfg: AttemptConfig,
+    now: datetime,
+) -> dict[str, Any]:
+    """What a cloud agent receives: the task, where to call back, and the attempt's key."""
+    meta, spec = task["metadata"], task["spec"]
+    timeout = int(spec.get("timeoutSeconds", 300))
+    return {
+        "task": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+        "type": spec["type"],
+        "payload": spec.get("payload") or {},
+        "attempt": attempt,
+        "agentId": agent,
+        "callbackUrl": callback_url(cfg, meta["uid"], attempt),
+        "key": key_text,
+        "timeoutSeconds": timeout,
+        "deadline": ts(now + timedelta(seconds=timeout)),
+    }

@@ -1,0 +1,104 @@
+"""Manifests of an attempt: deterministic names, ownership, Pod Security `restricted`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from wallestars_operator.manifests import (
+    AttemptConfig,
+    attempt_name,
+    browser_job,
+    invocation,
+    key_secret,
+)
+
+TASK: dict[str, Any] = {
+    "metadata": {
+        "name": "homepage-screenshot",
+        "namespace": "demo",
+        "uid": "8a1f5a3e-1111-2222-3333-444455556666",
+    },
+    "spec": {
+        "type": "screenshot",
+        "payload": {"url": "https://example.com/"},
+        "timeoutSeconds": 120,
+    },
+}
+AGENT: dict[str, Any] = {
+    "metadata": {"name": "chromium"},
+    "spec": {"type": "browser", "browser": {
+        "image": "ghcr.io/wallestars/browser-agent:0.1.0", "viewport": {"width": 1280, "height": 800},
+        "resources": {"limits": {"memory": "1Gi"}},
+        "env": [{"name": "EXTRA", "value": "1"}, {"name": "WALLESTARS_ATTEMPT", "value": "forged"}],
+    }},
+}  # fmt: skip
+CFG = AttemptConfig(callback_base="http://webhooks:8080")
+
+
+def test_names_are_deterministic_unique_and_dns_safe() -> None:
+    n1 = attempt_name("x" * 200, "uid-1", 1)
+    assert n1 == attempt_name("x" * 200, "uid-1", 1)
+    assert len({n1, attempt_name("x" * 200, "uid-1", 2), attempt_name("x" * 200, "uid-2", 1)}) == 3
+    assert len(n1) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n1)
+
+
+def test_job_is_one_owned_restricted_attempt() -> None:
+    job = browser_job(TASK, AGENT, 2, CFG)
+    assert job["metadata"]["name"] == attempt_name(
+        "homepage-screenshot", TASK["metadata"]["uid"], 2
+    )
+    [owner] = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "AgentTask",
+        TASK["metadata"]["uid"],
+        True,
+    )
+    spec = job["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 120)
+    assert spec["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert (
+        pod["securityContext"]["runAsNonRoot"]
+        and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    )
+    [c] = pod["containers"]
+    sc = c["securityContext"]
+    assert (
+        sc["allowPrivilegeEscalation"] is False
+        and sc["capabilities"]["drop"] == ["ALL"]
+        and sc["readOnlyRootFilesystem"]
+    )
+    assert c["resources"] == {"limits": {"memory": "1Gi"}}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["WALLESTARS_ATTEMPT"] == "2"  # an agent's extra env cannot override the operator's
+    assert env["EXTRA"] == "1"
+    assert (
+        env["WALLESTARS_CALLBACK_URL"]
+        == f"http://webhooks:8080/api/agent-callback?task={TASK['metadata']['uid']}&attempt=2"
+    )
+    assert json.loads(env["WALLESTARS_PAYLOAD"]) == {"url": "https://example.com/"}
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/dev/shm", "/tmp", "/var/run/wallestars/key"} <= mounts
+    assert "whsec_" not in json.dumps(job)  # the key itself is only in the Secret, never in the Job
+
+
+def test_key_secret_is_owned_and_immutable() -> None:
+    s = key_secret(TASK, 1, "chromium", "whsec_abc")
+    assert s["immutable"] is True and s["metadata"]["ownerReferences"][0]["kind"] == "AgentTask"
+    assert base64.b64decode(s["data"]["key"]) == b"whsec_abc"
+    assert s["metadata"]["name"] == browser_job(TASK, AGENT, 1, CFG)["metadata"]["name"]
+
+
+def test_invocation_payload() -> None:
+    inv = invocation(TASK, 3, "fn", "whsec_k", CFG, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (
+        inv["attempt"] == 3
+        and inv["key"] == "whsec_k"
+        and inv["deadline"] == "2026-01-01T00:02:00Z"
+    )
+    assert inv["callbackUrl"].endswith("&attempt=3")
