@@ -239,3 +239,67 @@ def audit_writes(
             continue
         out.append(ev)
     return out
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    metrics_url: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_operator(
+    cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], callback_base: str, **env: str
+) -> OperatorProcess:
+    """The operator as a process (admin identity until the chart's RBAC for it lands)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    keys = tmp / "master-keys"
+    keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
+    Kubectl(cluster.kubeconfig).run("create", "namespace", SYSTEM_NS, check=False)
+    metrics_port, liveness_port = free_port(), free_port()
+    full = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "WALLESTARS_KUBECONFIG": str(cluster.kubeconfig),
+        "WALLESTARS_MASTER_KEYS_FILE": str(keys),
+        "WALLESTARS_CALLBACK_BASE_URL": callback_base,
+        "WALLESTARS_LEASE_NAMESPACE": SYSTEM_NS,
+        "WALLESTARS_METRICS_PORT": str(metrics_port),
+        "WALLESTARS_LIVENESS_PORT": str(liveness_port),
+        "WALLESTARS_CALLBACK_GRACE_SECONDS": "2",
+        **env,
+    }
+    log = tmp / f"operator-{uuid.uuid4().hex[:6]}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wallestars_operator"],
+        env=full,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    op = OperatorProcess(proc, log, f"http://127.0.0.1:{metrics_port}/metrics", full)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited:\n{log.read_text()[-3000:]}")
+        try:
+            return bool(
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{liveness_port}/healthz", timeout=1
+                ).status
+                == 200
+            )
+        except OSError:
+            return False
+
+    wait_for("the operator to be live", up, timeout=60)
+    return op

@@ -16,13 +16,17 @@ import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_SECONDS = 60.0
+
+
+class Limiter(Protocol):
+    async def take(self) -> None: ...
 
 
 class ApiError(Exception):
@@ -44,6 +48,7 @@ class KubeClient:
         token_file: Path | None = None,
         timeout: float = 10.0,
         connections: int = 64,
+        limiter: Limiter | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._ssl = ssl_context
@@ -53,6 +58,8 @@ class KubeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._limiter = limiter
+        self.calls = 0  # requests sent, for metrics and benchmarks
 
     @classmethod
     def from_env(cls, kubeconfig: Path | None = None, **kw: Any) -> KubeClient:
@@ -112,6 +119,9 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        if self._limiter is not None:
+            await self._limiter.take()
+        self.calls += 1
         headers = {"Accept": "application/json", **self._auth()}
         data = None
         if body is not None:

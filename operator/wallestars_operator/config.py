@@ -1,0 +1,34 @@
+"""The operator's settings, from WALLESTARS_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLESTARS_", extra="ignore")
+
+    # One master key per line; the first derives new attempts' keys (docs/callbacks.md).
+    master_keys_file: Path = Path("/etc/wallestars/master-keys/keys")
+    kubeconfig: Path | None = None
+    # Where agents send callbacks: the webhook service as agents reach it.
+    callback_base_url: str = "http://wallestars-webhooks.wallestars-system.svc:8080"
+    # Leader election: only the holder of this Lease acts; other replicas wait.
+    lease_namespace: str = "wallestars-system"
+    lease_name: str = "wallestars-operator"
+    lease_seconds: float = Field(15.0, gt=1)
+    identity: str = ""  # default: host name + pid
+    # Client-side rate limit on the operator's own API calls (token bucket).
+    api_qps: float = Field(50.0, gt=0)
+    api_burst: int = Field(100, ge=1)
+    # How often the reconcile loop looks at everything even without a change (resync).
+    resync_seconds: float = Field(5.0, gt=0)
+    # A browser Job that ended without a final callback is given this long for a late one.
+    callback_grace_seconds: float = Field(5.0, ge=0)
+    job_ttl_seconds: int = Field(600, ge=0)
+    metrics_port: int = 9090
+    liveness_port: int = 8081
+    log_level: str = "INFO"

@@ -1,0 +1,141 @@
+"""The operator's API calls: status patches, attempt objects, Events, leases."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
+from wallestars_api.resources import AGENTS, AGENTTASKS, API_VERSION
+
+log = logging.getLogger("wallestars.operator.kube")
+
+
+def task_path(ns: str, name: str, sub: str = "") -> str:
+    return f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTTASKS}/{name}" + (f"/{sub}" if sub else "")
+
+
+class Kube:
+    def __init__(self, client: KubeClient) -> None:
+        self.c = client
+
+    async def patch_task_status(
+        self, obj: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge patch guarded by the resourceVersion seen; None if someone wrote first (409)."""
+        meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
+        try:
+            return await self.c.request(
+                "PATCH", task_path(meta["namespace"], meta["name"], "status"), body, MERGE_PATCH
+            )
+        except ApiError as e:
+            if e.code in (404, 409):
+                return None
+            raise
+
+    async def delete_task(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": meta["uid"]},
+            "propagationPolicy": "Background",
+        }
+        await self._ignore(404, 409)(
+            self.c.request("DELETE", task_path(meta["namespace"], meta["name"]), body)
+        )
+
+    async def create(self, path: str, obj: Mapping[str, Any]) -> bool:
+        """Create; False if it already exists (a deterministic name made by an earlier run)."""
+        try:
+            await self.c.request("POST", path, obj)
+        except ApiError as e:
+            if e.code == 409:
+                return False
+            raise
+        return True
+
+    async def create_job(self, job: Mapping[str, Any]) -> bool:
+        return await self.create(
+            f"/apis/batch/v1/namespaces/{job['metadata']['namespace']}/jobs", job
+        )
+
+    async def create_secret(self, secret: Mapping[str, Any]) -> bool:
+        return await self.create(
+            f"/api/v1/namespaces/{secret['metadata']['namespace']}/secrets", secret
+        )
+
+    async def delete_job(self, ns: str, name: str) -> None:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        await self._ignore(404)(
+            self.c.request("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}", body)
+        )
+
+    async def get_secret_value(self, ns: str, name: str, key: str) -> str | None:
+        import base64
+
+        try:
+            s = await self.c.request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+        raw = (s.get("data") or {}).get(key)
+        return base64.b64decode(raw).decode() if raw is not None else None
+
+    async def patch_agent_status(self, ns: str, name: str, status: Mapping[str, Any]) -> None:
+        path = f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTS}/{name}/status"
+        await self._ignore(404)(
+            self.c.request("PATCH", path, {"status": dict(status)}, MERGE_PATCH)
+        )
+
+    async def event(
+        self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        """A Kubernetes Event on the object (kubectl describe shows it)."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ev = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "eventTime": now,
+            "reportingController": "agents.wallestars.io/operator",
+            "reportingInstance": "wallestars-operator",
+            "action": reason,
+            "reason": reason,
+            "type": "Warning" if warning else "Normal",
+            "note": message[:1024],
+            "regarding": {
+                "apiVersion": obj.get("apiVersion", API_VERSION),
+                "kind": obj.get("kind", "AgentTask"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+        }
+        try:
+            await self.c.request(
+                "POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", ev
+            )
+        except ApiError as e:  # an Event is worth a log line, never a failed reconcile
+            log.warning("event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+
+    @staticmethod
+    def _ignore(*codes: int) -> Any:
+        async def run(coro: Any) -> Any:
+            try:
+                return await coro
+            except ApiError as e:
+                if e.code in codes:
+                    return None
+                raise
+
+        return run

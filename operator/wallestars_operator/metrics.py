@@ -1,0 +1,61 @@
+"""The operator's Prometheus metrics (DESIGN.md §6): base units, no task names or UIDs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from wallestars_api.lifecycle import TERMINAL, Phase, Transition, parse_ts
+
+TASKS = Counter(
+    "wallestars_agenttasks_total", "AgentTasks that reached a phase.", ["agent", "phase", "reason"]
+)
+DURATION = Histogram(
+    "wallestars_agenttask_duration_seconds", "Creation to terminal phase.", ["agent", "phase"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)  # fmt: skip
+QUEUE_WAIT = Histogram(
+    "wallestars_agenttask_queue_wait_seconds", "Creation to first dispatch.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)  # fmt: skip
+DISPATCH_SECONDS = Histogram(
+    "wallestars_operator_dispatch_duration_seconds", "Time to dispatch one attempt (writes and invocation).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)  # fmt: skip
+QUEUE_DEPTH = Gauge("wallestars_agenttask_queue_depth", "Tasks waiting for an agent.", ["agent"])
+SLOTS_USED = Gauge("wallestars_agent_slots_used", "Slots of an agent in use.", ["agent"])
+READY = Gauge("wallestars_agent_ready", "1 if the agent takes tasks.", ["agent"])
+CLOUD_INVOCATIONS = Counter(
+    "wallestars_cloud_invocations_total", "Cloud agent invocations.", ["provider", "outcome"]
+)
+API_CALLS = Gauge(
+    "wallestars_operator_api_requests", "Requests the operator has sent to the API server."
+)
+RATE_LIMIT_WAIT = Gauge(
+    "wallestars_operator_rate_limit_wait_seconds",
+    "Total time API calls waited for the client-side rate limit.",
+)
+
+
+def transition(obj: Mapping[str, Any], before: Phase | None, tr: Transition) -> None:
+    if tr.phase not in TERMINAL:
+        return
+    agent = (obj.get("status") or {}).get("agent") or tr.patch.get("agent") or "none"
+    TASKS.labels(agent, tr.phase.value, tr.reason).inc()
+    created = parse_ts((obj.get("metadata") or {}).get("creationTimestamp"))
+    done = parse_ts(tr.patch.get("completionTime"))
+    if created and done:
+        DURATION.labels(agent, tr.phase.value).observe(max((done - created).total_seconds(), 0.0))
+
+
+def queue_depth(
+    queued: Mapping[tuple[str, str], int], agents: Mapping[tuple[str, str], Any]
+) -> None:
+    for k in agents:
+        QUEUE_DEPTH.labels(k[1]).set(queued.get(k, 0))
+
+
+def agent(key: tuple[str, str], used: int, ready: bool) -> None:
+    SLOTS_USED.labels(key[1]).set(used)
+    READY.labels(key[1]).set(1 if ready else 0)

@@ -1,0 +1,408 @@
+"""The reconcile loop: look at everything, decide with pure functions, act, repeat.
+
+Level-triggered: every pass starts from the caches (the API as watched), so a restart,
+a lost event or a duplicate one changes nothing. Each status write carries the
+resourceVersion it was decided on; a stale decision is refused by the API server and
+simply taken again on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from wallestars_api.lifecycle import (
+    LIVE,
+    TERMINAL,
+    Phase,
+    Transition,
+    attempt_failed,
+    dispatch,
+    end,
+    parse_ts,
+    phase_of,
+    wait,
+)
+from wallestars_sdk.keys import derive_attempt_key, encode_key
+
+from wallestars_operator import metrics
+from wallestars_operator.kube import Kube
+from wallestars_operator.manifests import (
+    AttemptConfig,
+    attempt_name,
+    browser_job,
+    invocation,
+    key_secret,
+)
+from wallestars_operator.outcomes import job_end
+from wallestars_operator.scheduling import AgentView, TaskView, plan
+from wallestars_operator.state import State
+
+log = logging.getLogger("wallestars.operator")
+# How long a live browser attempt may go without its Job before the Job is (re)made:
+# the write of Dispatched comes first, so a crash between the two is repaired here.
+JOB_REPAIR_SECONDS = 3.0
+TIMEOUT_GRACE_SECONDS = 10.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        state: State,
+        kube: Kube,
+        masters: list[bytes],
+        cfg: AttemptConfig,
+        callback_grace: float,
+    ) -> None:
+        self.state = state
+        self.kube = kube
+        self.masters = masters
+        self.cfg = cfg
+        self.callback_grace = callback_grace
+        self.http: aiohttp.ClientSession | None = None
+        self.sem = asyncio.Semaphore(32)
+        self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    # --- writing ----------------------------------------------------------------------
+
+    async def apply(self, obj: Mapping[str, Any], tr: Transition) -> dict[str, Any] | None:
+        """Write a transition (guarded by resourceVersion) and announce it with an Event."""
+        before = phase_of(obj)
+        stored = await self.kube.patch_task_status(obj, tr.patch)
+        if stored is None:
+            return None  # someone else wrote first; the next pass decides again
+        self.state.put("tasks", stored)
+        if tr.phase != before:
+            metrics.transition(obj, before, tr)
+            await self.kube.event(obj, tr.reason, tr.message, tr.warning)
+        return stored
+
+    # --- one pass ---------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        now = datetime.now(UTC)
+        tasks = list(self.state.tasks.values())
+        await self._bounded([functools.partial(self.maintain, o, now) for o in tasks])
+        tasks = [
+            o
+            for o in self.state.tasks.values()
+            if phase_of(o) not in TERMINAL and not (o.get("spec") or {}).get("cancel")
+        ]
+        agents = dict(self.state.agents)
+        views = [AgentView.of(a, ready=agent_problem(a) is None) for a in agents.values()]
+        p = plan([TaskView.of(o) for o in tasks], views, now)
+        by_key = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in tasks}
+        jobs: list[Callable[[], Awaitable[None]]] = []
+        for t, a in p.dispatch:
+            jobs.append(
+                functools.partial(
+                    self.start_attempt, by_key[t.key], agents[(a.namespace, a.name)], now
+                )
+            )
+        for k, w in p.waiting.items():
+            tr = wait(by_key[k], w.reason, w.message, w.position, now)
+            if tr is not None:
+                jobs.append(functools.partial(self._apply_none, by_key[k], tr))
+        await self._bounded(jobs)
+        metrics.queue_depth(p.queued, agents)
+        await self.agent_status(agents, p.load, p.queued, now)
+
+    async def _apply_none(self, obj: Mapping[str, Any], tr: Transition) -> None:
+        await self.apply(obj, tr)
+
+    async def _bounded(self, fns: list[Callable[[], Awaitable[None]]]) -> None:
+        async def run(fn: Callable[[], Awaitable[None]]) -> None:
+            async with self.sem:
+                try:
+                    await fn()
+                except Exception:
+                    log.exception("reconcile step failed; the next pass tries again")
+
+        await asyncio.gather(*(run(f) for f in fns))
+
+    # --- per task ---------------------------------------------------------------------
+
+    async def maintain(self, obj: Mapping[str, Any], now: datetime) -> None:
+        meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        phase = phase_of(obj)
+        ns, name = meta["namespace"], meta["name"]
+        if phase in TERMINAL:
+            ttl = spec.get("ttlSecondsAfterFinished")
+            done = parse_ts(status.get("completionTime"))
+            if ttl is not None and done is not None and done + timedelta(seconds=int(ttl)) <= now:
+                await self.kube.delete_task(obj)
+            return
+        job = (
+            attempt_name(name, meta["uid"], int(status.get("attempt") or 0))
+            if status.get("attempt")
+            else None
+        )
+        browser = self._is_browser(status.get("agent"), ns)
+        if spec.get("cancel"):
+            if phase in LIVE and browser and job:
+                await self.kube.delete_job(ns, job)
+            await self.apply(
+                obj, end(obj, Phase.CANCELLED, "Cancelled", "cancelled (spec.cancel is true)", now)
+            )
+            return
+        created = parse_ts(meta.get("creationTimestamp"))
+        deadline = spec.get("deadlineSeconds")
+        if (
+            deadline is not None
+            and created is not None
+            and created + timedelta(seconds=int(deadline)) <= now
+        ):
+            if phase in LIVE and browser and job:
+                await self.kube.delete_job(ns, job)
+            await self.apply(
+                obj,
+                end(
+                    obj,
+                    Phase.TIMED_OUT,
+                    "DeadlineExceeded",
+                    f"the task did not finish within spec.deadlineSeconds ({deadline}s)",
+                    now,
+                ),
+            )
+            return
+        if phase in (None, Phase.QUEUED) and spec.get("queueTimeoutSeconds") is not None:
+            since = parse_ts((status.get("queue") or {}).get("since")) or created
+            limit = int(spec["queueTimeoutSeconds"])
+            if since is not None and since + timedelta(seconds=limit) <= now:
+                await self.apply(
+                    obj,
+                    end(
+                        obj,
+                        Phase.TIMED_OUT,
+                        "QueueTimeout",
+                        f"no agent took the task within spec.queueTimeoutSeconds ({limit}s)",
+                        now,
+                    ),
+                )
+            return
+        if phase not in LIVE:
+            return
+        dispatched = parse_ts(status.get("dispatchTime")) or now
+        timeout = int(spec.get("timeoutSeconds", 300))
+        if dispatched + timedelta(seconds=timeout + TIMEOUT_GRACE_SECONDS) <= now:
+            if browser and job:
+                await self.kube.delete_job(ns, job)
+            await self.apply(
+                obj,
+                attempt_failed(
+                    obj,
+                    "Timeout",
+                    f"attempt {status.get('attempt')} ran past spec.timeoutSeconds ({timeout}s)",
+                    True,
+                    now,
+                    jitter(),
+                ),
+            )
+            return
+        if not (browser and job):
+            return
+        job_obj = self.state.jobs.get((ns, job))
+        if job_obj is None:
+            if (now - dispatched).total_seconds() > JOB_REPAIR_SECONDS:
+                agent = self.state.agents.get((ns, status.get("agent", "")))
+                if agent is not None:
+                    await self.ensure_attempt_objects(obj, agent)
+            return
+        ended = job_end(job_obj, self.state.pods.get((ns, job)))
+        if ended is not None and (now - ended.finished).total_seconds() >= self.callback_grace:
+            await self.apply(
+                obj,
+                attempt_failed(
+                    obj, ended.code, ended.message, True, now, jitter(), ended.exit_code
+                ),
+            )
+
+    def _is_browser(self, agent: str | None, ns: str) -> bool:
+        a = self.state.agents.get((ns, agent or ""))
+        return a is not None and (a.get("spec") or {}).get("type") == "browser"
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    async def start_attempt(
+        self, obj: Mapping[str, Any], agent: Mapping[str, Any], now: datetime
+    ) -> None:
+        meta = obj["metadata"]
+        attempt = int((obj.get("status") or {}).get("attempt") or 0) + 1
+        a_spec = agent.get("spec") or {}
+        browser = a_spec.get("type") == "browser"
+        job = attempt_name(meta["name"], meta["uid"], attempt) if browser else None
+        t0 = time.perf_counter()
+        # Dispatched is written before the agent can call back, so its first callback is
+        # accepted; a crash after this write is repaired by maintain() (JOB_REPAIR_SECONDS).
+        stored = await self.apply(obj, dispatch(obj, agent["metadata"]["name"], now, job))
+        if stored is None:
+            return
+        created = parse_ts(meta.get("creationTimestamp"))
+        if attempt == 1 and created is not None:
+            metrics.QUEUE_WAIT.observe(max((now - created).total_seconds(), 0.0))
+        if browser:
+            await self.ensure_attempt_objects(stored, agent)
+        else:
+            await self.invoke(stored, agent, now)
+        metrics.DISPATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    def key_text(self, uid: str, attempt: int) -> str:
+        return encode_key(derive_attempt_key(self.masters[0], uid, attempt))
+
+    async def ensure_attempt_objects(
+        self, obj: Mapping[str, Any], agent: Mapping[str, Any]
+    ) -> None:
+        """The key Secret, then the Job; both named by (task, attempt), so never twice."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        attempt = int(status["attempt"])
+        name = agent["metadata"]["name"]
+        await self.kube.create_secret(
+            key_secret(obj, attempt, name, self.key_text(meta["uid"], attempt))
+        )
+        await self.kube.create_job(browser_job(obj, agent, attempt, self.cfg))
+
+    async def invoke(self, obj: Mapping[str, Any], agent: Mapping[str, Any], now: datetime) -> None:
+        """Hand an attempt to a cloud agent; a refusal is a failed attempt."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        attempt = int(status["attempt"])
+        cloud = (agent.get("spec") or {}).get("cloud") or {}
+        provider = cloud.get("provider")
+        body = invocation(
+            obj,
+            attempt,
+            agent["metadata"]["name"],
+            self.key_text(meta["uid"], attempt),
+            self.cfg,
+            now,
+        )
+        outcome = "ok"
+        try:
+            if provider != "http":
+                raise DispatchError(
+                    f"provider {provider} is not supported by this operator version"
+                )
+            http = cloud.get("http") or {}
+            headers = {"Content-Type": "application/json"}
+            ref = http.get("authHeaderSecretRef")
+            if ref:
+                value = await self.kube.get_secret_value(meta["namespace"], ref["name"], ref["key"])
+                if value is None:
+                    raise DispatchError(f"Secret {ref['name']} has no key {ref['key']}")
+                headers[ref.get("header", "Authorization")] = value
+            if self.http is None:
+                self.http = aiohttp.ClientSession()
+            timeout = aiohttp.ClientTimeout(total=float(cloud.get("timeoutSeconds", 30)))
+            async with self.http.post(
+                http["url"], json=body, headers=headers, timeout=timeout
+            ) as r:
+                text = (await r.text())[:300]
+                if r.status >= 300:
+                    raise DispatchError(f"the function answered HTTP {r.status}: {text}")
+        except (DispatchError, aiohttp.ClientError, TimeoutError) as e:
+            outcome = "error"
+            latest = self.state.tasks.get((meta["namespace"], meta["name"]), obj)
+            if (
+                phase_of(latest) in LIVE
+                and int((latest.get("status") or {}).get("attempt") or 0) == attempt
+            ):
+                await self.apply(
+                    latest,
+                    attempt_failed(
+                        latest,
+                        "DispatchFailed",
+                        str(e) or type(e).__name__,
+                        True,
+                        datetime.now(UTC),
+                        jitter(),
+                    ),
+                )
+        finally:
+            metrics.CLOUD_INVOCATIONS.labels(provider or "unknown", outcome).inc()
+
+    # --- agents -----------------------------------------------------------------------
+
+    async def agent_status(self, agents: Mapping[tuple[str, str], Mapping[str, Any]], load: Mapping[tuple[str, str], int],
+                           queued: Mapping[tuple[str, str], int], now: datetime) -> None:  # fmt: skip
+        finished: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for o in self.state.tasks.values():
+            st = o.get("status") or {}
+            if phase_of(o) in TERMINAL and st.get("agent"):
+                finished.setdefault((o["metadata"]["namespace"], st["agent"]), []).append(st)
+        for k, a in agents.items():
+            problem = agent_problem(a)
+            paused = bool((a.get("spec") or {}).get("paused"))
+            recent = sorted(finished.get(k, []), key=lambda s: s.get("completionTime", ""))[-100:]
+            rate = (
+                round(sum(1 for s in recent if s.get("phase") == "Succeeded") / len(recent), 3)
+                if recent
+                else None
+            )
+            durations = [float(s["durationSeconds"]) for s in recent if "durationSeconds" in s]
+            mean = round(sum(durations) / len(durations), 3) if durations else None
+            ready = problem is None
+            summary = (load.get(k, 0), queued.get(k, 0), ready, paused, rate, mean)
+            last = self.agent_written.get(k)
+            # Write on change, at most every 2 s per agent, and a heartbeat every 60 s.
+            if (
+                last is not None
+                and (last[0] == summary or time.monotonic() - last[1] < 2)
+                and time.monotonic() - last[1] < 60
+            ):
+                continue
+            t = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            conds = list((a.get("status") or {}).get("conditions") or [])
+            from wallestars_api.conditions import set_condition
+
+            reason, msg = ("Paused", "spec.paused is true: no new task is dispatched") if paused and ready else (
+                ("Ready", "the agent takes tasks") if ready else ("InvalidConfiguration", problem or ""))  # fmt: skip
+            conds = set_condition(conds, "Ready", ready and not paused, reason, msg, t)
+            conds = set_condition(
+                conds, "Healthy", ready, "Healthy" if ready else "InvalidConfiguration", msg, t
+            )
+            status: dict[str, Any] = {
+                "activeTasks": summary[0],
+                "queuedTasks": summary[1],
+                "conditions": conds,
+                "lastHeartbeatTime": t,
+            }
+            if rate is not None:
+                status["successRate"] = rate
+            if mean is not None:
+                status["meanDurationSeconds"] = mean
+            await self.kube.patch_agent_status(k[0], k[1], status)
+            self.agent_written[k] = (summary, time.monotonic())
+            metrics.agent(k, summary[0], ready and not paused)
+
+
+def jitter() -> float:
+    """A draw for retry jitter (spreading retries, not secrecy)."""
+    return random.random()  # noqa: S311
+
+
+class DispatchError(Exception):
+    pass
+
+
+def agent_problem(agent: Mapping[str, Any]) -> str | None:
+    """Why an Agent cannot take tasks, or None. (The CRD refuses most of this already.)"""
+    spec = agent.get("spec") or {}
+    if spec.get("type") == "browser" and not (spec.get("browser") or {}).get("image"):
+        return "spec.browser.image is not set"
+    if spec.get("type") == "cloud":
+        cloud = spec.get("cloud") or {}
+        if cloud.get("provider") == "http" and not (cloud.get("http") or {}).get("url"):
+            return "spec.cloud.http.url is not set"
+        if cloud.get("provider") in ("aws-lambda", "azure-functions"):
+            return f"provider {cloud.get('provider')} arrives in a later version of the operator"
+    return None

@@ -1,0 +1,81 @@
+"""What the operator has seen of the API: caches fed by kopf's watches.
+
+Nothing here matters across a restart: everything is rebuilt from the watches' initial
+listings (level-triggered). Objects are kept by resourceVersion, so a watch event older
+than our own write's answer never overwrites it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+Key = tuple[str, str]
+KINDS = ("tasks", "agents", "jobs", "pods")
+
+
+def rv(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class State:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[Key, dict[str, Any]]] = {k: {} for k in KINDS}
+        self.wake = asyncio.Event()
+
+    def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
+        meta = obj["metadata"]
+        if kind == "pods":  # one pod per attempt Job matters: index pods by their Job
+            return (
+                meta.get("namespace", ""),
+                (meta.get("labels") or {}).get("job-name", meta["name"]),
+            )
+        return (meta.get("namespace", ""), meta["name"])
+
+    def put(self, kind: str, obj: Mapping[str, Any]) -> None:
+        store = self.objects[kind]
+        k = self.key(kind, obj)
+        old = store.get(k)
+        same_object = old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid")
+        if same_object and rv(old) > rv(obj):  # type: ignore[arg-type]
+            return
+        store[k] = dict(obj)
+        self.wake.set()
+
+    def remove(self, kind: str, obj: Mapping[str, Any]) -> None:
+        store = self.objects[kind]
+        k = self.key(kind, obj)
+        old = store.get(k)
+        if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
+            del store[k]
+            self.wake.set()
+
+    def observe(self, kind: str, event: Mapping[str, Any]) -> None:
+        """A kopf watch event: {'type': ADDED|MODIFIED|DELETED|None, 'object': {...}}."""
+        obj = event.get("object")
+        if not isinstance(obj, Mapping) or "metadata" not in obj:
+            return
+        if event.get("type") == "DELETED":
+            self.remove(kind, obj)
+        else:
+            self.put(kind, obj)
+
+    @property
+    def tasks(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["tasks"]
+
+    @property
+    def agents(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["agents"]
+
+    @property
+    def jobs(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["jobs"]
+
+    @property
+    def pods(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["pods"]

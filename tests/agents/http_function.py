@@ -1,0 +1,56 @@
+"""A tiny HTTPS-function stand-in for tests: an `http` cloud agent's endpoint on loopback.
+
+POST / receives the operator's invocation, answers 202 at once, then reports through
+the SDK like a real function would. What it does is steered by the task's
+payload.data.behaviour: succeed (default), fail-once (fail attempt 1, then succeed),
+fail (always), silent (never call back), refuse (answer 500 to the invocation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from wallestars_sdk import AgentClient, AgentConfig
+from wallestars_sdk.keys import decode_key
+
+
+async def report(inv: dict[str, Any]) -> None:
+    behaviour = ((inv.get("payload") or {}).get("data") or {}).get("behaviour", "succeed")
+    if behaviour == "silent":
+        return
+    cfg = AgentConfig(
+        callback_url=inv["callbackUrl"], task_uid=inv["task"]["uid"], task_namespace=inv["task"]["namespace"],
+        task_name=inv["task"]["name"], attempt=inv["attempt"], agent_id=inv["agentId"],
+        key_file=Path(tempfile.gettempdir()) / "unused",
+    )  # fmt: skip
+    async with AgentClient(cfg, decode_key(inv["key"])) as agent:
+        if behaviour == "fail" or (behaviour == "fail-once" and inv["attempt"] == 1):
+            await agent.fail("Flaky", f"attempt {inv['attempt']} failed on purpose")
+            return
+        await agent.succeed({"attempt": inv["attempt"], "type": inv["type"]})
+
+
+async def invoke(request: web.Request) -> web.Response:
+    inv = await request.json()
+    if ((inv.get("payload") or {}).get("data") or {}).get("behaviour") == "refuse":
+        return web.Response(status=500, text="function crashed")
+    if request.headers.get("Authorization") != "Bearer test-function-token":
+        return web.Response(status=401, text="missing or wrong Authorization")
+    request.app["background"].add(asyncio.get_running_loop().create_task(report(inv)))
+    return web.json_response({"accepted": True}, status=202)
+
+
+def main() -> None:
+    app = web.Application()
+    app["background"] = set()
+    app.router.add_post("/", invoke)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+
+
+if __name__ == "__main__":
+    main()
