@@ -303,3 +303,52 @@ def start_operator(
 
     wait_for("the operator to be live", up, timeout=60)
     return op
+
+
+# --- Agents and AgentTasks for operator tests ------------------------------------------
+
+
+def http_agent(kubectl: Kubectl, url: str, name: str = "fn", slots: int = 10) -> None:
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        f"{name}-auth",
+        "--from-literal=authorization=Bearer test-function-token",
+    )
+    kubectl.apply({
+        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {"type": "cloud", "capabilities": ["api-test", "custom"], "concurrency": slots,
+                 "cloud": {"provider": "http", "http": {"url": url, "authHeaderSecretRef": {"name": f"{name}-auth", "key": "authorization"}}}},
+    })  # fmt: skip
+
+
+def browser_agent(kubectl: Kubectl, command: list[str], name: str = "br", slots: int = 2) -> None:
+    kubectl.apply({
+        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
+        "spec": {"type": "browser", "capabilities": ["screenshot", "custom"], "concurrency": slots,
+                 "browser": {"image": "local/test-agent:dev", "command": command}},
+    })  # fmt: skip
+
+
+def task(kubectl: Kubectl, name: str, agent: str, behaviour: str = "succeed", **spec: Any) -> None:
+    kubectl.apply({
+        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+        "spec": {"agentRef": agent, "type": "custom", "payload": {"data": {"behaviour": behaviour}}, **spec},
+    })  # fmt: skip
+
+
+def status(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    return dict(kubectl.json("get", "agenttask", name).get("status") or {})
+
+
+def phase_is(kubectl: Kubectl, name: str, *phases: str) -> Any:
+    st = status(kubectl, name)
+    return st if st.get("phase") in phases else None
+
+
+def events(kubectl: Kubectl, name: str) -> list[str]:
+    items = kubectl.json("get", "events.events.k8s.io", f"--field-selector=regarding.name={name}")[
+        "items"
+    ]
+    return [e["reason"] for e in sorted(items, key=lambda e: e.get("eventTime") or "")]

@@ -490,6 +490,11 @@ def up(
                     f"--tls-key={pki / 'kubelet-serving.key'}",
                     f"--client-ca={pki / 'ca.crt'}",
                     f"--apiserver-port={p.apiserver}",
+                    # Pods run local programs: this repository and its Python must stay
+                    # visible to them even under an emptyDir on /tmp.
+                    f"--keep-visible={REPO}",
+                    f"--keep-visible={sys.prefix}",
+                    f"--keep-visible={sys.base_prefix}",
                     *node_args,
                 ],
                 env={**os.environ, "PYTHONPATH": str(HACK)},

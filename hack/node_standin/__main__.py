@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 
 from node_standin.node import Config, amain, json_log_setup, parse_capacity
@@ -23,6 +24,10 @@ def main() -> None:
         "--capacity", action="append", default=[], metavar="RESOURCE=QUANTITY",
         help="node capacity to report (default cpu=32, memory=128Gi, pods=250)",
     )  # fmt: skip
+    p.add_argument(
+        "--keep-visible", action="append", default=[], metavar="PATH",
+        help="a path kept visible inside pods even under a volume's mountPath (repeatable)",
+    )  # fmt: skip
     a = p.parse_args()
     json_log_setup()
     cfg = Config(
@@ -31,6 +36,7 @@ def main() -> None:
         apiserver_port=a.apiserver_port,
         kubelet_port=a.kubelet_port,
         capacity=parse_capacity(a.capacity),
+        keep_visible=tuple(os.path.realpath(k) for k in a.keep_visible),
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         client_ca=a.client_ca,

@@ -40,6 +40,7 @@ from node_standin.volumes import (
 log = logging.getLogger("node-standin")
 Obj = dict[str, Any]
 HOST_IP = "127.0.0.1"
+STAGE_ROOT = "/run/wallestars-standin"
 
 
 def now() -> str:
@@ -58,6 +59,8 @@ class Config:
     apiserver_port: int
     kubelet_port: int
     capacity: Mapping[str, str]
+    # Paths (the Python installation, the repository) kept visible inside every pod.
+    keep_visible: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
@@ -253,32 +256,61 @@ class PodRun:
 
     # --- processes ------------------------------------------------------------------
 
+    @property
+    def stage(self) -> str:
+        """Where the pod's own directory is bind-mounted first, inside its mount namespace.
+
+        Volumes are mounted from here, not from their place under the stand-in's root: a
+        volume mounted over /tmp must not hide the sources of the next ones when the root
+        itself lives under /tmp.
+        """
+        return f"{STAGE_ROOT}/{self.uid}"
+
     def mount_script(self, container: Obj) -> str:
         """Shell lines that bind-mount the container's volumes at their mountPaths."""
-        lines = []
+        stage = shlex.quote(self.stage)
+        lines = [f"mkdir -p {stage}/pod", f"mount --bind {shlex.quote(str(self.dir))} {stage}/pod"]
         mounts = sorted(
             container.get("volumeMounts") or [], key=lambda m: m["mountPath"].count("/")
         )
-        for m in mounts:
-            src = self.dir / "volumes" / m["name"]
+        targets = [os.path.normpath(m["mountPath"]) for m in mounts]
+        # The stand-in's own installation (Python, the repository) must stay visible to the
+        # process even if a volume lands on one of its parents (an emptyDir on /tmp with the
+        # repository under /tmp): keep a handle on each, and put it back after that mount.
+        keep = [
+            k
+            for k in self.node.cfg.keep_visible
+            if any(k == t or k.startswith(t.rstrip("/") + "/") for t in targets)
+        ]
+        for i, k in enumerate(keep):
+            lines.append(
+                f"mkdir -p {stage}/keep{i} && mount --bind {shlex.quote(k)} {stage}/keep{i}"
+            )
+        for m, target in zip(mounts, targets, strict=True):
+            rel = Path("volumes") / m["name"]
             if m.get("subPath"):
-                src = src / m["subPath"]
-            target = m["mountPath"]
-            q, qs = shlex.quote(target), shlex.quote(str(src))
-            if src.is_dir() or not src.exists():
-                src.mkdir(parents=True, exist_ok=True)
+                rel = rel / m["subPath"]
+            src_host = self.dir / rel
+            q, qs = shlex.quote(target), f"{stage}/pod/{shlex.quote(str(rel))}"
+            if src_host.is_dir() or not src_host.exists():
+                src_host.mkdir(parents=True, exist_ok=True)
                 lines.append(f"mkdir -p {q}")
             else:
                 lines.append(f"mkdir -p {shlex.quote(os.path.dirname(target))} && touch {q}")
             lines.append(f"mount --bind {qs} {q}")
             if m.get("readOnly"):
                 lines.append(f"mount -o remount,bind,ro {q}")
+            for i, k in enumerate(keep):
+                if k == target or k.startswith(target.rstrip("/") + "/"):
+                    lines.append(
+                        f"mkdir -p {shlex.quote(k)} && mount --bind {stage}/keep{i} {shlex.quote(k)}"
+                    )
         return " && ".join(lines)
 
     async def spawn(self, run: ContainerRun, container: Obj, env: Mapping[str, str]) -> None:
         argv = command_line(container, env)
-        cwd = container.get("workingDir") or str(self.dir / "containers" / run.name)
-        Path(cwd).mkdir(parents=True, exist_ok=True)
+        (self.dir / "containers" / run.name).mkdir(parents=True, exist_ok=True)
+        cwd = container.get("workingDir") or f"{self.stage}/pod/containers/{run.name}"
         script = self.mount_script(container)
         exec_line = f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"
         script = f"{script} && {exec_line}" if script else exec_line
@@ -673,6 +705,7 @@ class NodeStandin:
             if pr.pod["metadata"].get("deletionTimestamp") or pr.phase in ("Succeeded", "Failed"):
                 self.pods.pop(pr.uid, None)
                 shutil.rmtree(pr.dir, ignore_errors=True)
+                shutil.rmtree(pr.stage, ignore_errors=True)  # empty mount points on the host
 
     async def watch(self) -> None:
         while True:

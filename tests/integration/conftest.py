@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import localcluster
 import pytest
-from harness import WebhookService, install_chart_rbac, start_service
+from harness import REPO, WebhookService, free_port, install_chart_rbac, start_service, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +21,23 @@ def webhook_service(
     svc = start_service(cluster, tmp_path_factory.mktemp("webhooks"), masters)
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def function_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def up() -> bool:
+        import socket
+
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for("the test function to listen", up)
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import localcluster
 import pytest
@@ -14,8 +12,12 @@ from harness import (
     Kubectl,
     OperatorProcess,
     WebhookService,
-    free_port,
+    browser_agent,
+    events,
+    http_agent,
+    phase_is,
     start_operator,
+    task,
     wait_for,
 )
 
@@ -33,72 +35,6 @@ def operator(
     )
     yield op
     op.stop()
-
-
-@pytest.fixture(scope="module")
-def function_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
-    )
-    url = f"http://127.0.0.1:{port}/"
-
-    def up() -> bool:
-        import socket
-
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for("the test function to listen", up)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-def http_agent(kubectl: Kubectl, url: str, name: str = "fn", slots: int = 10) -> None:
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        f"{name}-auth",
-        "--from-literal=authorization=Bearer test-function-token",
-    )
-    kubectl.apply({
-        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"type": "cloud", "capabilities": ["api-test", "custom"], "concurrency": slots,
-                 "cloud": {"provider": "http", "http": {"url": url, "authHeaderSecretRef": {"name": f"{name}-auth", "key": "authorization"}}}},
-    })  # fmt: skip
-
-
-def browser_agent(kubectl: Kubectl, command: list[str], name: str = "br", slots: int = 2) -> None:
-    kubectl.apply({
-        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-        "spec": {"type": "browser", "capabilities": ["screenshot", "custom"], "concurrency": slots,
-                 "browser": {"image": "local/test-agent:dev", "command": command}},
-    })  # fmt: skip
-
-
-def task(kubectl: Kubectl, name: str, agent: str, behaviour: str = "succeed", **spec: Any) -> None:
-    kubectl.apply({
-        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
-        "spec": {"agentRef": agent, "type": "custom", "payload": {"data": {"behaviour": behaviour}}, **spec},
-    })  # fmt: skip
-
-
-def status(kubectl: Kubectl, name: str) -> dict[str, Any]:
-    return dict(kubectl.json("get", "agenttask", name).get("status") or {})
-
-
-def phase_is(kubectl: Kubectl, name: str, *phases: str) -> Any:
-    st = status(kubectl, name)
-    return st if st.get("phase") in phases else None
-
-
-def events(kubectl: Kubectl, name: str) -> list[str]:
-    items = kubectl.json("get", "events.events.k8s.io", f"--field-selector=regarding.name={name}")[
-        "items"
-    ]
-    return [e["reason"] for e in sorted(items, key=lambda e: e.get("eventTime") or "")]
 
 
 def test_http_agent_task_succeeds(
@@ -263,3 +199,62 @@ def test_concurrency_two_with_mixed_priorities(operator: OperatorProcess, kubect
         and positions.get("c0") == 3
         and positions.get("c3") == 4
     )
+
+
+def test_agent_selection_by_capability_and_load_and_paused_agents(
+    operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    browser_agent(kubectl, ["sh", "-c", "sleep 20"], name="busy", slots=4)
+    browser_agent(kubectl, ["sh", "-c", "sleep 20"], name="idle", slots=4)
+    browser_agent(kubectl, ["sh", "-c", "sleep 20"], name="held", slots=9)
+    kubectl("patch", "agent", "held", "--type=merge", "-p", '{"spec":{"paused":true}}')
+    task(kubectl, "first", "busy")
+    wait_for(
+        "first dispatched", lambda: phase_is(kubectl, "first", "Dispatched", "Running"), timeout=30
+    )
+
+    def by_selector(name: str, caps: list[str]) -> None:
+        kubectl.apply({
+            "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+            "spec": {"agentSelector": {"type": "browser", "capabilities": caps}, "type": "screenshot",
+                     "payload": {"url": "https://example.com/"}},
+        })  # fmt: skip
+
+    by_selector("second", ["screenshot"])
+    st = wait_for(
+        "second dispatched",
+        lambda: phase_is(kubectl, "second", "Dispatched", "Running"),
+        timeout=30,
+    )
+    assert st["agent"] == "idle"  # least loaded of the capable, unpaused agents
+    by_selector("impossible", ["pdf"])
+    st = wait_for("a reason", lambda: phase_is(kubectl, "impossible", "Queued"), timeout=30)
+    assert st["reason"] == "NoAgentWithCapability"
+    task(kubectl, "to-held", "held")
+    st = wait_for("a reason", lambda: phase_is(kubectl, "to-held", "Queued"), timeout=30)
+    assert st["reason"] == "AgentPaused"
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Scheduled"]["status"] == "False" and conds["Scheduled"]["reason"] == "AgentPaused"
+    # The agents' own status: slots in use, Ready, paused.
+    agent = wait_for(
+        "agent status",
+        lambda: (
+            (kubectl.json("get", "agent", "busy").get("status") or {}).get("activeTasks") == 1
+            and kubectl.json("get", "agent", "busy")
+        ),
+        timeout=30,
+    )
+    assert {c["type"]: c["status"] for c in agent["status"]["conditions"]} == {
+        "Ready": "True",
+        "Healthy": "True",
+    }
+    held = wait_for(
+        "held status",
+        lambda: (
+            (kubectl.json("get", "agent", "held").get("status") or {}).get("conditions")
+            and kubectl.json("get", "agent", "held")
+        ),
+        timeout=30,
+    )
+    ready = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Paused")

@@ -74,6 +74,23 @@ async def post(
             return r.status, {"raw": text}
 
 
+def run_progress_agent(
+    svc: WebhookService, ns: str, name: str, uid: str, tmp: Any
+) -> subprocess.CompletedProcess[str]:
+    """tests/agents/progress_agent.py as a process, with the environment an attempt gets."""
+    from wallestars_sdk.keys import encode_key
+
+    key_file = tmp / "key"
+    key_file.write_text(encode_key(svc.key(uid, 1)))
+    env = {**os.environ, "WALLESTARS_CALLBACK_URL": svc.callback_url(uid, 1), "WALLESTARS_TASK_UID": uid,
+           "WALLESTARS_TASK_NAMESPACE": ns, "WALLESTARS_TASK_NAME": name, "WALLESTARS_ATTEMPT": "1",
+           "WALLESTARS_AGENT_ID": "test-agent", "WALLESTARS_KEY_FILE": str(key_file)}  # fmt: skip
+    agent = REPO / "tests" / "agents" / "progress_agent.py"
+    return subprocess.run(
+        [sys.executable, str(agent)], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def task_writes(cluster: localcluster.Cluster, ns: str, name: str) -> list[dict[str, Any]]:
     return [
         e
@@ -687,20 +704,7 @@ async def test_end_to_end_with_a_test_agent_and_artifacts(
 ) -> None:
     ns = kubectl.namespace or ""
     name, uid = dispatched_task(kubectl)
-    key_file = tmp_path / "key"
-    from wallestars_sdk.keys import encode_key
-
-    key_file.write_text(encode_key(webhook_service.key(uid, 1)))
-    env = {**os.environ, "WALLESTARS_CALLBACK_URL": webhook_service.callback_url(uid, 1), "WALLESTARS_TASK_UID": uid,
-           "WALLESTARS_TASK_NAMESPACE": ns, "WALLESTARS_TASK_NAME": name, "WALLESTARS_ATTEMPT": "1",
-           "WALLESTARS_AGENT_ID": "test-agent", "WALLESTARS_KEY_FILE": str(key_file)}  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "agents" / "progress_agent.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_progress_agent(webhook_service, ns, name, uid, tmp_path)
     assert out.returncode == 0, out.stderr
     st_ = kubectl.json("get", "agenttask", name)["status"]
     assert st_["phase"] == "Succeeded" and st_["progress"] == 100
@@ -771,17 +775,8 @@ async def test_artifacts_in_s3_compatible_storage(
         try:
             ns = kubectl.namespace or ""
             name, uid = dispatched_task(kubectl)
-            key_file = tmp_path / "key"
-            from wallestars_sdk.keys import encode_key
-
-            key_file.write_text(encode_key(svc.key(uid, 1)))
-            env = {**os.environ, "WALLESTARS_CALLBACK_URL": svc.callback_url(uid, 1), "WALLESTARS_TASK_UID": uid,
-                   "WALLESTARS_TASK_NAMESPACE": ns, "WALLESTARS_TASK_NAME": name, "WALLESTARS_ATTEMPT": "1",
-                   "WALLESTARS_KEY_FILE": str(key_file)}  # fmt: skip
             agent = REPO / "tests" / "agents" / "progress_agent.py"
-            out = subprocess.run(
-                [sys.executable, str(agent)], env=env, capture_output=True, text=True, timeout=60
-            )
+            out = run_progress_agent(svc, ns, name, uid, tmp_path)
             assert out.returncode == 0, out.stderr
             [art] = kubectl.json("get", "agenttask", name)["status"]["result"]["artifacts"]
             stored = s3.get_object(

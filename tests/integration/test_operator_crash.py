@@ -1,0 +1,112 @@
+"""Crash safety: the operator SIGKILLed again and again while tasks run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import localcluster
+import pytest
+from harness import (
+    REPO,
+    Kubectl,
+    WebhookService,
+    browser_agent,
+    events,
+    http_agent,
+    start_operator,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def test_crash_safety_under_repeated_sigkill(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    function_url: str,
+    kubectl: Kubectl,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the operator 20 times at random moments while 100 tasks run."""
+    import random
+    import signal
+    import time
+
+    http_agent(kubectl, function_url, name="fn", slots=20)
+    browser_agent(
+        kubectl,
+        [sys.executable, str(REPO / "tests" / "agents" / "progress_agent.py")],
+        name="br",
+        slots=5,
+    )
+    items = []
+    for i in range(100):
+        agent = "br" if i % 5 == 0 else "fn"
+        behaviour = "fail-once" if i % 7 == 0 else "succeed"
+        items.append({
+            "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": f"k{i}"},
+            "spec": {"agentRef": agent, "type": "custom", "payload": {"data": {"behaviour": behaviour}},
+                     "retries": {"limit": 2, "backoffSeconds": 1, "jitter": 0}},
+        })  # fmt: skip
+    kubectl.apply({"apiVersion": "v1", "kind": "List", "items": items})
+    lease = {"WALLESTARS_LEASE_SECONDS": "3"}  # a killed leader's lease expires soon
+    op = start_operator(
+        cluster, tmp_path / "crashy", webhook_service.masters, webhook_service.url, **lease
+    )
+    rng = random.Random(4)
+    try:
+        for _ in range(20):
+            time.sleep(rng.uniform(0.2, 2.5))
+            op.proc.send_signal(signal.SIGKILL)
+            op.proc.wait()
+            op = start_operator(
+                cluster,
+                tmp_path / "crashy",
+                webhook_service.masters,
+                webhook_service.url,
+                WALLESTARS_LEASE_SECONDS="3",
+            )
+        terminal = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled")
+
+        def all_done() -> bool:
+            tasks = kubectl.json("get", "agenttasks")["items"]
+            return len(tasks) == 100 and all(
+                (t.get("status") or {}).get("phase") in terminal for t in tasks
+            )
+
+        wait_for("every task to finish", all_done, timeout=300, interval=1)
+    finally:
+        op.stop()
+    tasks = {t["metadata"]["name"]: t for t in kubectl.json("get", "agenttasks")["items"]}
+    assert {t["status"]["phase"] for t in tasks.values()} == {"Succeeded"}
+    for name, t in tasks.items():
+        attempts = [a["attempt"] for a in t["status"]["attempts"]]
+        assert attempts == list(range(1, len(attempts) + 1)), (name, attempts)
+    # Never two Jobs for one attempt: one Job per (task, attempt) label pair.
+    jobs = kubectl.json("get", "jobs")["items"]
+    pairs = [
+        (
+            j["metadata"]["labels"]["agents.wallestars.io/task"],
+            j["metadata"]["labels"]["agents.wallestars.io/attempt"],
+        )
+        for j in jobs
+    ]
+    assert len(pairs) == len(set(pairs))
+    # Nothing orphaned: every Job and key Secret belongs to a task that exists.
+    secrets = [
+        s
+        for s in kubectl.json("get", "secrets")["items"]
+        if "agents.wallestars.io/task" in (s["metadata"].get("labels") or {})
+    ]
+    for obj in jobs + secrets:
+        [owner] = obj["metadata"]["ownerReferences"]
+        assert owner["name"] in tasks and owner["uid"] == tasks[owner["name"]]["metadata"]["uid"]
+    # Exactly one terminal transition each: one terminal Event per task at most.
+    for name in list(tasks)[:20]:
+        finals = [
+            r
+            for r in events(kubectl, name)
+            if r in ("Succeeded", "Failed", "Cancelled", "TimedOut", "RetriesExhausted")
+        ]
+        assert len(finals) <= 1, (name, finals)
