@@ -50,6 +50,8 @@ log = logging.getLogger("wallestars.operator")
 # the write of Dispatched comes first, so a crash between the two is repaired here.
 JOB_REPAIR_SECONDS = 3.0
 TIMEOUT_GRACE_SECONDS = 10.0
+# A cloud attempt left Dispatched by a crashed operator, with no callback, is invoked again after this.
+REDELIVER_SECONDS = 5.0
 
 
 class Reconciler:
@@ -69,6 +71,9 @@ class Reconciler:
         self.http: aiohttp.ClientSession | None = None
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
+        # Attempts this process has invoked. After a crash the set is empty, so an http
+        # attempt left Dispatched with no callback is invoked again (at least once).
+        self.invoked: set[tuple[str, int]] = set()
 
     async def close(self) -> None:
         if self.http is not None:
@@ -210,7 +215,10 @@ class Reconciler:
                 ),
             )
             return
-        if not (browser and job):
+        if not browser:
+            await self.redeliver(obj, now, dispatched)
+            return
+        if not job:
             return
         job_obj = self.state.jobs.get((ns, job))
         if job_obj is None:
@@ -227,6 +235,26 @@ class Reconciler:
                     obj, ended.code, ended.message, True, now, jitter(), ended.exit_code
                 ),
             )
+
+    async def redeliver(self, obj: Mapping[str, Any], now: datetime, dispatched: datetime) -> None:
+        """Invoke again a cloud attempt a crashed predecessor dispatched but may never have sent."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        attempt = int(status.get("attempt") or 0)
+        if (meta["uid"], attempt) in self.invoked or phase_of(obj) != Phase.DISPATCHED:
+            return
+        if any(c.get("attempt") == attempt for c in status.get("callbacks") or []):
+            return  # the agent has called back: it was invoked
+        if (now - dispatched).total_seconds() < REDELIVER_SECONDS:
+            return
+        agent = self.state.agents.get((meta["namespace"], status.get("agent", "")))
+        if agent is not None:
+            log.info(
+                "invoking %s/%s attempt %d again after a restart",
+                meta["namespace"],
+                meta["name"],
+                attempt,
+            )
+            await self.invoke(obj, agent, now)
 
     def _is_browser(self, agent: str | None, ns: str) -> bool:
         a = self.state.agents.get((ns, agent or ""))

@@ -69,13 +69,15 @@ def test_crash_safety_under_repeated_sigkill(
             )
         terminal = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled")
 
-        def all_done() -> bool:
+        def unfinished() -> list[tuple[str, str, str]]:
             tasks = kubectl.json("get", "agenttasks")["items"]
-            return len(tasks) == 100 and all(
-                (t.get("status") or {}).get("phase") in terminal for t in tasks
-            )
+            return [(t["metadata"]["name"], (t.get("status") or {}).get("phase", ""), (t.get("status") or {}).get("reason", ""))
+                    for t in tasks if (t.get("status") or {}).get("phase") not in terminal]  # fmt: skip
 
-        wait_for("every task to finish", all_done, timeout=300, interval=1)
+        try:
+            wait_for("every task to finish", lambda: not unfinished(), timeout=300, interval=1)
+        except AssertionError:
+            raise AssertionError(f"not finished: {unfinished()[:15]}") from None
     finally:
         op.stop()
     tasks = {t["metadata"]["name"]: t for t in kubectl.json("get", "agenttasks")["items"]}
