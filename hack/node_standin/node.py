@@ -377,6 +377,12 @@ class PodRun:
                 return envs
             except (EnvError, ApiError) as e:
                 msg = str(e)
+                if isinstance(e, ApiError) and e.status.code == 403:
+                    # The Node authorizer learns of a new pod's references a moment after
+                    # the pod is bound; until then it refuses, as it does to a real kubelet,
+                    # which retries without reporting it.
+                    await asyncio.sleep(0.2)
+                    continue
                 if msg != last_msg:
                     last_msg = msg
                     for c in self.init + self.containers:
