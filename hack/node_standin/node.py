@@ -356,6 +356,7 @@ class PodRun:
     async def prepare(self) -> list[dict[str, str]] | None:
         """Volumes and env for every container; retried while something is missing."""
         last_msg = None
+        first_403: float | None = None
         spec = self.pod["spec"]
         while not self.stop.is_set():
             try:
@@ -380,9 +381,11 @@ class PodRun:
                 if isinstance(e, ApiError) and e.status.code == 403:
                     # The Node authorizer learns of a new pod's references a moment after
                     # the pod is bound; until then it refuses, as it does to a real kubelet,
-                    # which retries without reporting it.
-                    await asyncio.sleep(0.2)
-                    continue
+                    # which retries. Only a refusal that lasts is reported.
+                    first_403 = first_403 or time.monotonic()
+                    if time.monotonic() - first_403 < 10:
+                        await asyncio.sleep(0.2)
+                        continue
                 if msg != last_msg:
                     last_msg = msg
                     for c in self.init + self.containers:

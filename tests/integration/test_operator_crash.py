@@ -112,3 +112,66 @@ def test_crash_safety_under_repeated_sigkill(
             if r in ("Succeeded", "Failed", "Cancelled", "TimedOut", "RetriesExhausted")
         ]
         assert len(finals) <= 1, (name, finals)
+
+
+def test_two_replicas_never_both_act(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    function_url: str,
+    kubectl: Kubectl,
+    tmp_path: Path,
+) -> None:
+    """Two operators: one holds the Lease and acts; the other takes over when it dies."""
+    import signal
+
+    from harness import phase_is, task
+
+    http_agent(kubectl, function_url, name="fn", slots=20)
+    lease = {"WALLESTARS_LEASE_SECONDS": "3"}
+    a = start_operator(
+        cluster,
+        tmp_path / "a",
+        webhook_service.masters,
+        webhook_service.url,
+        WALLESTARS_IDENTITY="replica-a",
+        **lease,
+    )
+    b = start_operator(
+        cluster,
+        tmp_path / "b",
+        webhook_service.masters,
+        webhook_service.url,
+        WALLESTARS_IDENTITY="replica-b",
+        **lease,
+    )
+    try:
+        for i in range(5):
+            task(kubectl, f"r{i}", "fn")
+        wait_for(
+            "five done",
+            lambda: all(phase_is(kubectl, f"r{i}", "Succeeded") for i in range(5)),
+            timeout=60,
+        )
+        leaders = [op for op in (a, b) if "leadership acquired" in op.log.read_text()]
+        assert len(leaders) == 1  # exactly one replica has ever led
+        holder = Kubectl(cluster.kubeconfig).json(
+            "get", "lease", "-n", "wallestars-system", "wallestars-operator"
+        )
+        assert holder["spec"]["holderIdentity"] == ("replica-a" if leaders[0] is a else "replica-b")
+        leader, other = (a, b) if leaders[0] is a else (b, a)
+        leader.proc.send_signal(signal.SIGKILL)
+        leader.proc.wait()
+        for i in range(5, 10):
+            task(kubectl, f"r{i}", "fn")
+        wait_for(
+            "five more done",
+            lambda: all(phase_is(kubectl, f"r{i}", "Succeeded") for i in range(5, 10)),
+            timeout=60,
+        )
+        assert "leadership acquired" in other.log.read_text()
+        # Every dispatch was made once: one Dispatched event per task.
+        for i in range(10):
+            assert events(kubectl, f"r{i}").count("Dispatched") == 1
+    finally:
+        a.stop()
+        b.stop()
