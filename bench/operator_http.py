@@ -42,15 +42,26 @@ from harness import (
 
 
 def create_tasks(k: Kubectl, prefix: str, n: int) -> None:
-    for start in range(0, n, 500):
+    """Create the tasks from 4 kubectl processes at once (plain create: one POST each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunk(start: int) -> None:
         items = [
             {
                 "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": f"{prefix}{i}"},
                 "spec": {"agentRef": "fn", "type": "custom", "payload": {"data": {"behaviour": "succeed"}}},
             }
-            for i in range(start, min(n, start + 500))
+            for i in range(start, min(n, start + 250))
         ]  # fmt: skip
-        k.apply({"apiVersion": "v1", "kind": "List", "items": items})
+        k(
+            "create",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(chunk, range(0, n, 250)))
 
 
 def succeeded(k: Kubectl, prefix: str) -> int:
@@ -85,7 +96,8 @@ def run(a: argparse.Namespace, audit: bool, n: int, prefix: str) -> dict[str, ob
         procs.append(fn)
         time.sleep(1.0)
         http_agent(k, f"http://127.0.0.1:{port}/", name="fn", slots=a.slots)
-        op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url)
+        op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url,
+                            WALLESTARS_API_QPS=str(a.qps), WALLESTARS_API_BURST=str(a.burst))  # fmt: skip
         try:
             t0 = time.monotonic()
             create_tasks(k, prefix, n)
@@ -98,10 +110,15 @@ def run(a: argparse.Namespace, audit: bool, n: int, prefix: str) -> dict[str, ob
             )
             elapsed = time.monotonic() - t0
         finally:
+            last_metrics[0] = fetch(op.metrics_url)
             op.stop()
             svc.stop()
+        rl_wait = metric(op.metrics_url, "wallestars_operator_rate_limit_wait_seconds")
+        calls = metric(op.metrics_url, "wallestars_operator_api_requests")
         result: dict[str, object] = {"tasks": n, "seconds": round(elapsed, 1), "per_minute": round(n / elapsed * 60),
-                                     "create_seconds": round(created, 1)}  # fmt: skip
+                                     "create_seconds": round(created, 1), "operator_api_calls": calls,
+                                     "operator_calls_per_second": round(calls / elapsed, 1),
+                                     "rate_limit_wait_seconds": rl_wait, "qps_limit": a.qps}  # fmt: skip
         if audit:
             result.update(count_writes(cluster, prefix))
         return result
@@ -109,6 +126,25 @@ def run(a: argparse.Namespace, audit: bool, n: int, prefix: str) -> dict[str, ob
         for p in procs:
             p.terminate()
         localcluster.down(state)
+
+
+last_metrics = [""]
+
+
+def fetch(url: str) -> str:
+    import urllib.request
+
+    try:
+        return str(urllib.request.urlopen(url, timeout=5).read().decode())  # noqa: S310 (loopback)
+    except OSError:
+        return ""
+
+
+def metric(_url: str, name: str) -> float:
+    for line in last_metrics[0].splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return float("nan")
 
 
 def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object]:
@@ -155,6 +191,10 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=1000)
     p.add_argument("--slots", type=int, default=100)
     p.add_argument("--audit-tasks", type=int, default=100)
+    p.add_argument(
+        "--qps", type=float, default=50, help="the operator's client-side API rate limit"
+    )
+    p.add_argument("--burst", type=int, default=100)
     a = p.parse_args()
     print(json.dumps({"writes": run(a, audit=True, n=a.audit_tasks, prefix="w")}))
     print(json.dumps({"throughput": run(a, audit=False, n=a.tasks, prefix="t")}))

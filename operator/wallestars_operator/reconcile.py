@@ -50,6 +50,12 @@ log = logging.getLogger("wallestars.operator")
 # the write of Dispatched comes first, so a crash between the two is repaired here.
 JOB_REPAIR_SECONDS = 3.0
 TIMEOUT_GRACE_SECONDS = 10.0
+# A waiting task's reason is written when it changes; its queue position alone is
+# refreshed at most this often, so a long queue draining does not rewrite every task
+# on every dispatch (that cost O(queue) writes per dispatch: bench/RESULTS.md).
+POSITION_REFRESH_SECONDS = 10.0
+# An agent's auth header Secret is read again after this (so a rotated one is picked up).
+SECRET_TTL_SECONDS = 30.0
 # A cloud attempt left Dispatched by a crashed operator, with no callback, is invoked again after this.
 REDELIVER_SECONDS = 5.0
 
@@ -74,6 +80,9 @@ class Reconciler:
         # Attempts this process has invoked. After a crash the set is empty, so an http
         # attempt left Dispatched with no callback is invoked again (at least once).
         self.invoked: set[tuple[str, int]] = set()
+        # When each waiting task's queue position was last written (throttling only).
+        self.position_written: dict[tuple[str, str], float] = {}
+        self.secrets: dict[tuple[str, str, str], tuple[str | None, float]] = {}
 
     async def close(self) -> None:
         if self.http is not None:
@@ -115,10 +124,19 @@ class Reconciler:
                     self.start_attempt, by_key[t.key], agents[(a.namespace, a.name)], now
                 )
             )
+        mono = time.monotonic()
         for k, w in p.waiting.items():
-            tr = wait(by_key[k], w.reason, w.message, w.position, now)
+            obj = by_key[k]
+            st = obj.get("status") or {}
+            if (
+                st.get("reason") == w.reason
+                and mono - self.position_written.get(k, 0.0) < POSITION_REFRESH_SECONDS
+            ):
+                continue  # only the position moved: refreshed at most every POSITION_REFRESH_SECONDS
+            tr = wait(obj, w.reason, w.message, w.position, now)
             if tr is not None:
-                jobs.append(functools.partial(self._apply_none, by_key[k], tr))
+                self.position_written[k] = mono
+                jobs.append(functools.partial(self._apply_none, obj, tr))
         await self._bounded(jobs)
         metrics.queue_depth(p.queued, agents)
         await self.agent_status(agents, p.load, p.queued, now)
@@ -324,7 +342,7 @@ class Reconciler:
             headers = {"Content-Type": "application/json"}
             ref = http.get("authHeaderSecretRef")
             if ref:
-                value = await self.kube.get_secret_value(meta["namespace"], ref["name"], ref["key"])
+                value = await self.secret_value(meta["namespace"], ref["name"], ref["key"])
                 if value is None:
                     raise DispatchError(f"Secret {ref['name']} has no key {ref['key']}")
                 headers[ref.get("header", "Authorization")] = value
@@ -357,6 +375,16 @@ class Reconciler:
                 )
         finally:
             metrics.CLOUD_INVOCATIONS.labels(provider or "unknown", outcome).inc()
+
+    async def secret_value(self, ns: str, name: str, key: str) -> str | None:
+        """A Secret's value, kept for SECRET_TTL_SECONDS: one read per agent, not per task."""
+        k = (ns, name, key)
+        hit = self.secrets.get(k)
+        if hit is not None and time.monotonic() - hit[1] < SECRET_TTL_SECONDS:
+            return hit[0]
+        value = await self.kube.get_secret_value(ns, name, key)
+        self.secrets[k] = (value, time.monotonic())
+        return value
 
     # --- agents -----------------------------------------------------------------------
 
