@@ -58,10 +58,11 @@ def make_tasks(k: Kubectl, n: int) -> list[tuple[str, str]]:
         for i in range(n)
     ]
     k.apply({"apiVersion": "v1", "kind": "List", "items": items})
-    status = json.dumps({"status": {"phase": "Dispatched", "attempt": 1, "agent": "bench"}})
 
     def dispatch(i: int) -> None:
-        k("patch", "agenttask", f"b-{i}", "--subresource=status", "--type=merge", "-p", status)
+        k.patch_status(
+            "agenttask", f"b-{i}", {"phase": "Dispatched", "attempt": 1, "agent": "bench"}
+        )
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(dispatch, range(n)))

@@ -54,6 +54,18 @@ class Kubectl:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         return self("apply", "-f", "-", input=text)
 
+    def patch_status(self, kind: str, name: str, status: dict[str, Any]) -> str:
+        """A merge patch of the status subresource, as a controller would write it."""
+        return self(
+            "patch",
+            kind,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
 
 def wait_for(
     what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2
@@ -210,15 +222,7 @@ def dispatched_task(
     )
     status = {"phase": "Dispatched", "attempt": attempt, "agent": "fake", "dispatchTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "attempts": [{"attempt": attempt, "agent": "fake"}]}  # fmt: skip
-    kubectl(
-        "patch",
-        "agenttask",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    kubectl.patch_status("agenttask", name, status)
     uid = kubectl.json("get", "agenttask", name)["metadata"]["uid"]
     return name, uid
 

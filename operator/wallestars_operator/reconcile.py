@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from wallestars_api.conditions import set_condition
 from wallestars_api.lifecycle import (
     LIVE,
     TERMINAL,
@@ -418,8 +419,6 @@ class Reconciler:
                 continue
             t = now.strftime("%Y-%m-%dT%H:%M:%SZ")
             conds = list((a.get("status") or {}).get("conditions") or [])
-            from wallestars_api.conditions import set_condition
-
             reason, msg = ("Paused", "spec.paused is true: no new task is dispatched") if paused and ready else (
                 ("Ready", "the agent takes tasks") if ready else ("InvalidConfiguration", problem or ""))  # fmt: skip
             conds = set_condition(conds, "Ready", ready and not paused, reason, msg, t)

@@ -160,15 +160,7 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def set_status(kubectl: Kubectl, kind: str, name: str, status: dict[str, Any]) -> None:
-    kubectl(
-        "patch",
-        kind,
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    kubectl.patch_status(kind, name, status)
 
 
 def test_printer_columns(kubectl: Kubectl) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import signal
 import sys
+import time
 from pathlib import Path
 
 import localcluster
@@ -14,7 +17,9 @@ from harness import (
     browser_agent,
     events,
     http_agent,
+    phase_is,
     start_operator,
+    task,
     wait_for,
 )
 
@@ -29,9 +34,6 @@ def test_crash_safety_under_repeated_sigkill(
     tmp_path: Path,
 ) -> None:
     """SIGKILL the operator 20 times at random moments while 100 tasks run."""
-    import random
-    import signal
-    import time
 
     http_agent(kubectl, function_url, name="fn", slots=20)
     browser_agent(
@@ -122,9 +124,6 @@ def test_two_replicas_never_both_act(
     tmp_path: Path,
 ) -> None:
     """Two operators: one holds the Lease and acts; the other takes over when it dies."""
-    import signal
-
-    from harness import phase_is, task
 
     http_agent(kubectl, function_url, name="fn", slots=20)
     lease = {"WALLESTARS_LEASE_SECONDS": "3"}

@@ -357,15 +357,7 @@ async def test_failure_answers_retry_then_escalate(
             and st_["nextAttemptTime"]
         )
         # The operator starts attempt 2 (simulated); it fails for good.
-        kubectl(
-            "patch",
-            "agenttask",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            '{"status":{"phase":"Dispatched","attempt":2}}',
-        )
+        kubectl.patch_status("agenttask", name, {"phase": "Dispatched", "attempt": 2})
         raw = body(
             ns, name, uid, attempt=2, status="failure", error={"code": "Flaky", "message": "again"}
         )

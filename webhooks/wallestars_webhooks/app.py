@@ -20,8 +20,6 @@ from wallestars_webhooks.kube import Kube, make_client
 
 log = logging.getLogger("wallestars.webhooks")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-KUBE = web.AppKey("kube", Kube)
-READY = web.AppKey("ready", dict)
 
 
 @web.middleware
@@ -60,11 +58,9 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
     masters = parse_master_keys(s.master_keys_file.read_text())
     app = web.Application(middlewares=[never_500_for_input], client_max_size=s.max_body_bytes)
     ready: dict[str, bool] = {"api": False}
-    app[READY] = ready
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         k = kube or Kube(make_client(s.kubeconfig))
-        app[KUBE] = k
         callbacks = CallbackHandler(k, masters, s)
         arts = ArtifactHandlers(k, masters, make_store(s), s, spool_dir(s))
         handlers["callback"] = callbacks
