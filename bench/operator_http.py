@@ -1,22 +1,28 @@
-"""Operator benchmark for `http` cloud agents: API writes per task and throughput.
+"""Operator benchmark for `http` cloud agents: writes per task, throughput, latency, memory.
 
-    .venv/bin/python bench/operator_http.py [--tasks 1000] [--slots 100] [--audit-tasks 100]
+    .venv/bin/python bench/operator_http.py [--phases writes,throughput,latency,memory]
 
-Starts its own control plane, the webhook service (under its chart RBAC), the test
-function (tests/agents/http_function.py: answers 202 and calls back success at once)
-and the operator. Two phases:
+Each phase starts its own control plane, the webhook service (under its chart RBAC),
+the test function (tests/agents/http_function.py: answers 202 and calls back success
+at once) and the operator, then:
 
-1. Writes per task, exactly: ``--audit-tasks`` tasks with the API server's audit log on;
-   every write is attributed to the object it touched (the task itself, its status,
-   Events about it, anything else).
-2. Throughput: ``--tasks`` tasks created at once (kubectl apply of Lists), agent
-   concurrency ``--slots``; from the first creation to the last Succeeded.
+- writes: ``--audit-tasks`` tasks with the API server's audit log on; every write is
+  attributed to the object it touched (the task, its status, Events about it).
+- throughput: ``--tasks`` tasks created as fast as 8 requests in flight allow, agent
+  concurrency ``--slots``; from the first create to the last Succeeded (seen by a watch),
+  with the CPU each process used.
+- latency: tasks offered open loop at ``--rate``/s for ``--seconds``; created (the POST's
+  201) to first seen dispatched (a watch in this process), p50/p99.
+- memory: ``--memory-tasks`` tasks run to Succeeded and kept; the operator's resident
+  memory (now and peak) with all of them in its caches.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import contextlib
 import json
 import os
 import statistics
@@ -24,127 +30,200 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
 from harness import (
     REPO,
     Kubectl,
+    OperatorProcess,
+    WebhookService,
     free_port,
     http_agent,
     install_chart_rbac,
     start_operator,
     start_service,
-    wait_for,
+)
+from wallestars_api.kubeclient import KubeClient
+
+from bench.load import (
+    CREATE_LATENCY,
+    CpuMeter,
+    PhaseWatch,
+    create_tasks,
+    histogram_quantiles,
+    percentiles,
+    rss_mb,
+    task_body,
 )
 
-
-def create_tasks(k: Kubectl, prefix: str, n: int) -> None:
-    """Create the tasks from 4 kubectl processes at once (plain create: one POST each)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def chunk(start: int) -> None:
-        items = [
-            {
-                "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": f"{prefix}{i}"},
-                "spec": {"agentRef": "fn", "type": "custom", "payload": {"data": {"behaviour": "succeed"}}},
-            }
-            for i in range(start, min(n, start + 250))
-        ]  # fmt: skip
-        k(
-            "create",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        )
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(chunk, range(0, n, 250)))
+NS = "bench"
+DISPATCHED = ("Dispatched", "Running", "Succeeded", "Failed", "TimedOut", "Cancelled")
 
 
-def succeeded(k: Kubectl, prefix: str) -> int:
-    out = k(
-        "get",
-        "agenttasks",
-        "-o",
-        'jsonpath={range .items[*]}{.metadata.name} {.status.phase}{"\\n"}{end}',
-    )
-    return sum(
-        1 for line in out.splitlines() if line.startswith(prefix) and line.endswith(" Succeeded")
-    )
+@dataclass
+class Env:
+    cluster: localcluster.Cluster
+    svc: WebhookService
+    op: OperatorProcess
+    fn: subprocess.Popen[bytes]
+
+    def pids(self) -> dict[str, int]:
+        st = localcluster.State.load(self.cluster.dir / "state.json")
+        assert st is not None
+        own = {"operator": self.op.proc.pid, "webhooks": self.svc.proc.pid,
+               "test-function": self.fn.pid, "benchmark": os.getpid()}  # fmt: skip
+        return {**{k: v for k, v in st.pids.items() if k != "node"}, **own}
+
+    def operator_metrics(self) -> str:
+        return str(urllib.request.urlopen(self.op.metrics_url, timeout=5).read().decode())  # noqa: S310
+
+    def operator_metric(self, name: str) -> float:
+        for line in self.operator_metrics().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return float("nan")
 
 
-def run(a: argparse.Namespace, audit: bool, n: int, prefix: str) -> dict[str, object]:
+@contextlib.contextmanager
+def environment(a: argparse.Namespace, audit: bool = False) -> Iterator[Env]:
     state = REPO / ".cluster" / "bench-operator"
     cluster = localcluster.up(state, ports=localcluster.Ports.free(), audit=audit)
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[Any] = []
     try:
         k0 = Kubectl(cluster.kubeconfig)
         k0("apply", "--server-side", "-f", str(REPO / "crds"))
         k0("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         install_chart_rbac(cluster)
-        k0("create", "namespace", "bench")
-        k = Kubectl(cluster.kubeconfig, "bench")
+        k0("create", "namespace", NS)
         masters = [os.urandom(32)]
         svc = start_service(cluster, Path(tempfile.mkdtemp()), masters)
+        procs.append(svc)
         port = free_port()
         fn = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
         )
         procs.append(fn)
         time.sleep(1.0)
-        http_agent(k, f"http://127.0.0.1:{port}/", name="fn", slots=a.slots)
+        http_agent(Kubectl(cluster.kubeconfig, NS), f"http://127.0.0.1:{port}/", slots=a.slots)
         op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url,
                             WALLESTARS_API_QPS=str(a.qps), WALLESTARS_API_BURST=str(a.burst))  # fmt: skip
-        try:
-            t0 = time.monotonic()
-            create_tasks(k, prefix, n)
-            created = time.monotonic() - t0
-            wait_for(
-                "all tasks to succeed",
-                lambda: succeeded(k, prefix) == n,
-                timeout=3600,
-                interval=1.0,
-            )
-            elapsed = time.monotonic() - t0
-        finally:
-            last_metrics[0] = fetch(op.metrics_url)
-            op.stop()
-            svc.stop()
-        rl_wait = metric(op.metrics_url, "wallestars_operator_rate_limit_wait_seconds")
-        calls = metric(op.metrics_url, "wallestars_operator_api_requests")
-        result: dict[str, object] = {"tasks": n, "seconds": round(elapsed, 1), "per_minute": round(n / elapsed * 60),
-                                     "create_seconds": round(created, 1), "operator_api_calls": calls,
-                                     "operator_calls_per_second": round(calls / elapsed, 1),
-                                     "rate_limit_wait_seconds": rl_wait, "qps_limit": a.qps}  # fmt: skip
-        if audit:
-            result.update(count_writes(cluster, prefix))
-        return result
+        procs.append(op)
+        yield Env(cluster, svc, op, fn)
     finally:
-        for p in procs:
-            p.terminate()
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop() if hasattr(p, "stop") else p.terminate()
         localcluster.down(state)
 
 
-last_metrics = [""]
-
-
-def fetch(url: str) -> str:
-    import urllib.request
-
+async def run_tasks(
+    env: Env, prefix: str, n: int, rate: float | None = None, limit: float = 3600
+) -> tuple[PhaseWatch, dict[str, float], float]:
+    """Create n tasks and wait until all Succeeded; returns the watch, creation times, t0."""
+    client = KubeClient.from_env(env.cluster.kubeconfig, connections=16)
+    watch = PhaseWatch()
+    watcher = asyncio.create_task(watch.run(client, NS))
     try:
-        return str(urllib.request.urlopen(url, timeout=5).read().decode())  # noqa: S310 (loopback)
-    except OSError:
-        return ""
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        bodies = (task_body(f"{prefix}{i}", "fn") for i in range(n))
+        created = await create_tasks(client, NS, bodies, rate=rate)
+        deadline = time.monotonic() + limit
+        while watch.count("Succeeded") < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{watch.count('Succeeded')} of {n} succeeded")
+            await asyncio.sleep(0.05)
+        return watch, created, t0
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await client.close()
 
 
-def metric(_url: str, name: str) -> float:
-    for line in last_metrics[0].splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return float("nan")
+def limits(a: argparse.Namespace, env: Env, seconds: float) -> dict[str, Any]:
+    calls = env.operator_metric("wallestars_operator_api_requests")
+    return {"qps_limit": a.qps, "burst": a.burst, "operator_api_calls": calls,
+            "operator_calls_per_second": round(calls / seconds, 1),
+            "rate_limit_wait_seconds": env.operator_metric("wallestars_operator_rate_limit_wait_seconds")}  # fmt: skip
+
+
+def profile(a: argparse.Namespace, env: Env) -> subprocess.Popen[bytes] | None:
+    """--profile FILE: sample the operator with py-spy for the first 15 s (flame graph)."""
+    if not a.profile:
+        return None
+    spy = Path(sys.executable).parent / "py-spy"
+    argv = [str(spy), "record", "-o", a.profile, "-d", "15", "-p", str(env.op.proc.pid)]
+    return subprocess.Popen([*argv, "-f", "raw"] if a.profile.endswith(".txt") else argv)
+
+
+def pass_stats(env: Env) -> dict[str, float]:
+    """Reconcile passes: how many and their mean duration (operator's histogram)."""
+    n = env.operator_metric("wallestars_operator_reconcile_pass_duration_seconds_count")
+    total = env.operator_metric("wallestars_operator_reconcile_pass_duration_seconds_sum")
+    return {"passes": n, "mean_ms": round(total / n * 1000, 1) if n else float("nan")}
+
+
+def phase_writes(a: argparse.Namespace) -> dict[str, Any]:
+    with environment(a, audit=True) as env:
+        asyncio.run(run_tasks(env, "w", a.audit_tasks))
+        time.sleep(2.0)  # Events are sent after the transition; let the queue drain
+        return count_writes(env.cluster, "w")
+
+
+def phase_throughput(a: argparse.Namespace) -> dict[str, Any]:
+    with environment(a) as env:
+        meter = CpuMeter(env.pids())
+        meter.start()
+        watch, created, t0 = asyncio.run(run_tasks(env, "t", a.tasks))
+        done = max(watch.first(n, ("Succeeded",)) or 0.0 for n in created)
+        elapsed = done - t0
+        cpu = meter.stop()
+        return {"tasks": a.tasks, "slots": a.slots, "seconds": round(elapsed, 1),
+                "per_minute": round(a.tasks / elapsed * 60),
+                "create_seconds": round(max(created.values()) - t0, 1),
+                **limits(a, env, elapsed), **cpu, "operator_memory_mb": rss_mb(env.op.proc.pid)}  # fmt: skip
+
+
+def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
+    with environment(a) as env:
+        n = int(a.rate * a.seconds)
+        meter = CpuMeter(env.pids())
+        meter.start()
+        spy = profile(a, env)
+        watch, created, t0 = asyncio.run(run_tasks(env, "l", n, rate=a.rate))
+        cpu = meter.stop()
+        if spy is not None:
+            spy.wait()
+        lat = [watch.first(k, DISPATCHED) - t for k, t in created.items()]  # type: ignore[operator]
+        done = [watch.first(k, ("Succeeded",)) - t for k, t in created.items()]  # type: ignore[operator]
+        offered = n / (max(created.values()) - t0)
+        return {"tasks": n, "offered_per_second": round(offered, 1),
+                "created_to_dispatched_ms": percentiles(lat, 50, 90, 99, 100),
+                "created_to_succeeded_ms": percentiles(done, 50, 90, 99, 100),
+                "create_post_ms": percentiles(CREATE_LATENCY, 50, 99),
+                "operator_seen_to_dispatched_ms": histogram_quantiles(
+                    env.operator_metrics(), "wallestars_operator_seen_to_dispatched_seconds", 50, 99),
+                "operator_pass_seconds": pass_stats(env), "cores_busy": cpu["cores_busy"],
+                **limits(a, env, a.seconds)}  # fmt: skip
+
+
+def phase_memory(a: argparse.Namespace) -> dict[str, Any]:
+    with environment(a) as env:
+        before = rss_mb(env.op.proc.pid)
+        asyncio.run(run_tasks(env, "m", a.memory_tasks))
+        time.sleep(3.0)  # a few more reconcile passes over everything
+        return {"tasks": a.memory_tasks, "operator_before_mb": before,
+                "operator_after_mb": rss_mb(env.op.proc.pid),
+                "webhooks_after_mb": rss_mb(env.svc.proc.pid)}  # fmt: skip
 
 
 def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object]:
@@ -153,7 +232,7 @@ def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object
     for line in (cluster.logs / "audit.log").read_text().splitlines():
         ev = json.loads(line)
         ref = ev.get("objectRef") or {}
-        if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != "bench":
+        if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != NS:
             continue
         user = ev["user"]["username"]
         who = (
@@ -164,8 +243,8 @@ def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object
         name = ref.get("name") or ""
         if ref.get("resource") == "agenttasks" and name.startswith(prefix):
             what = "status" if ref.get("subresource") == "status" else "object"
-            if ev["verb"] == "create" and who == "operator":
-                continue
+            if ev["verb"] == "create":
+                continue  # the benchmark's own create (same admin identity as the operator)
             per_task[name][f"{who}:{ev['verb']}:{what}"] += 1
         elif ref.get("resource") == "events":
             owner = name.rsplit(".", 1)[0]
@@ -180,24 +259,36 @@ def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object
         sum(v for key, v in c.items() if not key.endswith(":event")) for c in per_task.values()
     ]
     return {
+        "tasks": n,
         "writes_per_task_by_kind": {key: round(v / n, 2) for key, v in sorted(totals.items())},
         "agenttask_writes_per_task_median": statistics.median(task_writes) if task_writes else None,
         "agenttask_writes_per_task_max": max(task_writes) if task_writes else None,
     }
 
 
+PHASES = {"writes": phase_writes, "throughput": phase_throughput,
+          "latency": phase_latency, "memory": phase_memory}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", type=int, default=1000)
+    p.add_argument("--phases", default="writes,throughput,latency,memory")
+    p.add_argument("--tasks", type=int, default=5000)
     p.add_argument("--slots", type=int, default=100)
     p.add_argument("--audit-tasks", type=int, default=100)
+    p.add_argument("--rate", type=float, default=50, help="latency phase: tasks offered per second")
+    p.add_argument("--seconds", type=float, default=60, help="latency phase: how long")
+    p.add_argument("--memory-tasks", type=int, default=10_000)
     p.add_argument(
         "--qps", type=float, default=50, help="the operator's client-side API rate limit"
     )
     p.add_argument("--burst", type=int, default=100)
+    p.add_argument(
+        "--profile", help="latency phase: py-spy the operator into this file (.svg or .txt)"
+    )
     a = p.parse_args()
-    print(json.dumps({"writes": run(a, audit=True, n=a.audit_tasks, prefix="w")}))
-    print(json.dumps({"throughput": run(a, audit=False, n=a.tasks, prefix="t")}))
+    for name in a.phases.split(","):
+        print(json.dumps({name: PHASES[name](a)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,6 +139,22 @@ class KubeClient:
                     raise ApiError(r.status, "", raw[:500].decode("utf-8", "replace")) from None
             result: dict[str, Any] = json.loads(raw) if raw else {}
             return result
+
+    async def watch(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a watch: one decoded event per line, until the server ends it."""
+        q = {"watch": "1", **(params or {})}
+        headers = {"Accept": "application/json", **self._auth()}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(
+            self.server + path, params=q, headers=headers, timeout=timeout
+        ) as r:
+            if r.status >= 400:
+                raise ApiError(r.status, "", (await r.read())[:500].decode("utf-8", "replace"))
+            async for line in r.content:
+                if line.strip():
+                    yield json.loads(line)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -6,9 +6,10 @@ retries), so both decide the same way. Nothing here does I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,12 +44,13 @@ def ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=65536)  # every pass re-reads the same timestamps
 def parse_ts(s: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as the API server writes it (``...Z``), timezone-aware."""
     if not s:
         return None
-    from datetime import UTC
-
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    t = datetime.fromisoformat(s)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def phase_of(obj: Mapping[str, Any]) -> Phase | None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import kopf
@@ -23,6 +24,7 @@ from wallestars_sdk.keys import parse_master_keys
 
 from wallestars_operator import metrics
 from wallestars_operator.config import Settings
+from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.leader import Leader
 from wallestars_operator.manifests import AttemptConfig
@@ -56,10 +58,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     client = KubeClient.from_env(s.kubeconfig, limiter=bucket)
     _closers.append(client)
     kube = Kube(client)
+    events = EventQueue(kube.event)
+    events.start()
+    _closers.append(events)
     masters = parse_master_keys(s.master_keys_file.read_text())
     rec = Reconciler(
         STATE,
         kube,
+        events,
         masters,
         AttemptConfig(s.callback_base_url, s.job_ttl_seconds),
         s.callback_grace_seconds,
@@ -77,18 +83,24 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     async def loop() -> None:
         await asyncio.sleep(1.0)  # let the watches list what exists first
+        took = 0.0
         while True:
             STATE.wake.clear()
             if leader.acting:
+                t0 = time.perf_counter()
                 try:
                     await rec.tick()
                 except Exception:
                     log.exception("reconcile pass failed")
+                took = time.perf_counter() - t0
+                metrics.PASS_SECONDS.observe(took)
             metrics.API_CALLS.set(client.calls)
             metrics.RATE_LIMIT_WAIT.set(bucket.waited)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(STATE.wake.wait(), timeout=min(s.resync_seconds, 1.0))
-            await asyncio.sleep(0.02)  # gather a burst of events into one pass
+            # Gather a burst of events into one pass: wait as long as the last pass took, so
+            # passes use at most about half the loop however many tasks are cached.
+            await asyncio.sleep(min(max(took, 0.002), 0.5))
 
     _tasks.append(asyncio.create_task(leader.run()))
     _tasks.append(asyncio.create_task(loop()))
@@ -101,25 +113,27 @@ async def cleanup(**_: Any) -> None:
     for t in _tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
-    for c in _closers:
+    for c in reversed(_closers):  # queued Events go out before the client closes
         await c.close()
 
 
+# The handlers are coroutines on purpose: kopf runs plain functions in a thread pool, and
+# the caches and the loop's wake-up Event belong to the event loop's thread.
 @kopf.on.event(GROUP, VERSION, "agenttasks")
-def task_event(event: kopf.RawEvent, **_: Any) -> None:
+async def task_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("tasks", event)
 
 
 @kopf.on.event(GROUP, VERSION, "agents")
-def agent_event(event: kopf.RawEvent, **_: Any) -> None:
+async def agent_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("agents", event)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_event(event: kopf.RawEvent, **_: Any) -> None:
+async def job_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("jobs", event)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("pods", event)

@@ -23,6 +23,15 @@ DISPATCH_SECONDS = Histogram(
     "wallestars_operator_dispatch_duration_seconds", "Time to dispatch one attempt (writes and invocation).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )  # fmt: skip
+SEEN_TO_DISPATCHED = Histogram(
+    "wallestars_operator_seen_to_dispatched_seconds",
+    "From the operator first seeing a task to its Dispatched write being stored (the operator's own latency).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
+PASS_SECONDS = Histogram(
+    "wallestars_operator_reconcile_pass_duration_seconds", "One reconcile pass over every cached task.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)  # fmt: skip
 QUEUE_DEPTH = Gauge("wallestars_agenttask_queue_depth", "Tasks waiting for an agent.", ["agent"])
 SLOTS_USED = Gauge("wallestars_agent_slots_used", "Slots of an agent in use.", ["agent"])
 READY = Gauge("wallestars_agent_ready", "1 if the agent takes tasks.", ["agent"])
@@ -31,6 +40,9 @@ CLOUD_INVOCATIONS = Counter(
 )
 API_CALLS = Gauge(
     "wallestars_operator_api_requests", "Requests the operator has sent to the API server."
+)
+EVENTS_DROPPED = Counter(
+    "wallestars_operator_events_dropped", "Events not sent because the Event queue was full."
 )
 RATE_LIMIT_WAIT = Gauge(
     "wallestars_operator_rate_limit_wait_seconds",

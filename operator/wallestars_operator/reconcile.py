@@ -9,6 +9,7 @@ simply taken again on the next pass.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -34,6 +35,7 @@ from wallestars_api.lifecycle import (
 from wallestars_sdk.keys import derive_attempt_key, encode_key
 
 from wallestars_operator import metrics
+from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import (
     AttemptConfig,
@@ -66,12 +68,14 @@ class Reconciler:
         self,
         state: State,
         kube: Kube,
+        events: EventQueue,
         masters: list[bytes],
         cfg: AttemptConfig,
         callback_grace: float,
     ) -> None:
         self.state = state
         self.kube = kube
+        self.events = events
         self.masters = masters
         self.cfg = cfg
         self.callback_grace = callback_grace
@@ -84,8 +88,13 @@ class Reconciler:
         # When each waiting task's queue position was last written (throttling only).
         self.position_written: dict[tuple[str, str], float] = {}
         self.secrets: dict[tuple[str, str, str], tuple[str | None, float]] = {}
+        # Writes in flight per task, and the agent each in-flight dispatch has taken a slot of.
+        self.busy: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.reserved: dict[tuple[str, str], str] = {}
 
     async def close(self) -> None:
+        if self.busy:  # let writes in flight finish; anything cut off is redone on restart
+            await asyncio.wait(list(self.busy.values()), timeout=5)
         if self.http is not None:
             await self.http.close()
 
@@ -100,15 +109,21 @@ class Reconciler:
         self.state.put("tasks", stored)
         if tr.phase != before:
             metrics.transition(obj, before, tr)
-            await self.kube.event(obj, tr.reason, tr.message, tr.warning)
+            self.events.post(stored, tr.reason, tr.message, tr.warning)
         return stored
 
     # --- one pass ---------------------------------------------------------------------
 
     async def tick(self) -> None:
+        """One pass. Dispatches and waiting-reason writes run in the background (``spawn``),
+        so a pass costs CPU only and a task created during a slow write is not held up."""
         now = datetime.now(UTC)
-        tasks = list(self.state.tasks.values())
-        await self._bounded([functools.partial(self.maintain, o, now) for o in tasks])
+        due = [
+            o
+            for o in self.state.tasks.values()
+            if self._key(o) not in self.busy and needs_care(o, now)
+        ]
+        await self._bounded([functools.partial(self.maintain, o, now) for o in due])
         tasks = [
             o
             for o in self.state.tasks.values()
@@ -116,20 +131,26 @@ class Reconciler:
         ]
         agents = dict(self.state.agents)
         views = [AgentView.of(a, ready=agent_problem(a) is None) for a in agents.values()]
-        p = plan([TaskView.of(o) for o in tasks], views, now)
-        by_key = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in tasks}
-        jobs: list[Callable[[], Awaitable[None]]] = []
+        task_views = []
+        for o in tasks:
+            v = TaskView.of(o)
+            if v.key in self.reserved:  # its Dispatched write is in flight: its slot is taken
+                v = dataclasses.replace(v, phase=Phase.DISPATCHED, agent=self.reserved[v.key])
+            task_views.append(v)
+        p = plan(task_views, views, now)
+        by_key = {self._key(o): o for o in tasks}
         for t, a in p.dispatch:
-            jobs.append(
-                functools.partial(
-                    self.start_attempt, by_key[t.key], agents[(a.namespace, a.name)], now
-                )
-            )
+            if t.key not in self.busy:
+                self.reserved[t.key] = a.name
+                self.spawn(
+                    t.key,
+                    functools.partial(self.start_attempt, by_key[t.key], agents[(a.namespace, a.name)], now),
+                )  # fmt: skip
         mono = time.monotonic()
         for k, w in p.waiting.items():
             obj = by_key[k]
             st = obj.get("status") or {}
-            if (
+            if k in self.busy or (
                 st.get("reason") == w.reason
                 and mono - self.position_written.get(k, 0.0) < POSITION_REFRESH_SECONDS
             ):
@@ -137,10 +158,33 @@ class Reconciler:
             tr = wait(obj, w.reason, w.message, w.position, now)
             if tr is not None:
                 self.position_written[k] = mono
-                jobs.append(functools.partial(self._apply_none, obj, tr))
-        await self._bounded(jobs)
+                self.spawn(k, functools.partial(self._apply_none, obj, tr))
         metrics.queue_depth(p.queued, agents)
         await self.agent_status(agents, p.load, p.queued, now)
+
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+        return (obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    def spawn(self, key: tuple[str, str], fn: Callable[[], Awaitable[None]]) -> None:
+        """Run one task's write in the background; at most one in flight per task."""
+
+        async def run() -> None:
+            async with self.sem:
+                try:
+                    await fn()
+                except Exception:
+                    log.exception("reconcile step failed; the next pass tries again")
+
+        t = asyncio.create_task(run())
+        self.busy[key] = t
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.busy.pop(key, None)
+            self.reserved.pop(key, None)
+            self.state.wake.set()  # the written object is in the cache: look again
+
+        t.add_done_callback(done)
 
     async def _apply_none(self, obj: Mapping[str, Any], tr: Transition) -> None:
         await self.apply(obj, tr)
@@ -298,6 +342,9 @@ class Reconciler:
         created = parse_ts(meta.get("creationTimestamp"))
         if attempt == 1 and created is not None:
             metrics.QUEUE_WAIT.observe(max((now - created).total_seconds(), 0.0))
+        seen = self.state.seen_at.pop((meta["namespace"], meta["name"]), None)
+        if attempt == 1 and seen is not None:
+            metrics.SEEN_TO_DISPATCHED.observe(time.monotonic() - seen)
         if browser:
             await self.ensure_attempt_objects(stored, agent)
         else:
@@ -438,6 +485,28 @@ class Reconciler:
             await self.kube.patch_agent_status(k[0], k[1], status)
             self.agent_written[k] = (summary, time.monotonic())
             metrics.agent(k, summary[0], ready and not paused)
+
+
+def needs_care(obj: Mapping[str, Any], now: datetime) -> bool:
+    """Whether ``maintain`` could have anything to do for this task now.
+
+    Cheap and pure, so a pass over 10,000 finished tasks costs a dict lookup each: a
+    finished task only matters once its TTL is due; a queued one only with a cancel,
+    a deadline or a queue timeout; a live attempt always (timeouts, Job, redelivery).
+    """
+    spec = obj.get("spec") or {}
+    phase = phase_of(obj)
+    if phase in TERMINAL:
+        ttl = spec.get("ttlSecondsAfterFinished")
+        done = parse_ts((obj.get("status") or {}).get("completionTime"))
+        return ttl is not None and done is not None and done + timedelta(seconds=int(ttl)) <= now
+    if phase in LIVE:
+        return True
+    return bool(
+        spec.get("cancel")
+        or spec.get("deadlineSeconds") is not None
+        or spec.get("queueTimeoutSeconds") is not None
+    )
 
 
 def jitter() -> float:

@@ -8,6 +8,7 @@ than our own write's answer never overwrites it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,9 @@ class State:
     def __init__(self) -> None:
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {k: {} for k in KINDS}
         self.wake = asyncio.Event()
+        # When each new, never-dispatched task was first seen (monotonic): the operator's
+        # own share of created -> dispatched, as a metric.
+        self.seen_at: dict[Key, float] = {}
 
     def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -43,6 +47,8 @@ class State:
         same_object = old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid")
         if same_object and rv(old) > rv(obj):  # type: ignore[arg-type]
             return
+        if kind == "tasks" and old is None and not (obj.get("status") or {}).get("phase"):
+            self.seen_at[k] = time.monotonic()
         store[k] = dict(obj)
         self.wake.set()
 
@@ -52,6 +58,7 @@ class State:
         old = store.get(k)
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del store[k]
+            self.seen_at.pop(k, None)
             self.wake.set()
 
     def observe(self, kind: str, event: Mapping[str, Any]) -> None:
