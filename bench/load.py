@@ -4,16 +4,31 @@ and reading each process's CPU time and memory from /proc."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import localcluster
+from harness import (
+    REPO,
+    Kubectl,
+    OperatorProcess,
+    WebhookService,
+    install_chart_rbac,
+    start_operator,
+    start_service,
+)
 from wallestars_api.kubeclient import KubeClient
 
 TASKS = "/apis/agents.wallestars.io/v1alpha1/namespaces/{ns}/agenttasks"
+JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -31,7 +46,7 @@ async def create_tasks(
     rate: float | None = None,
     concurrency: int = 8,
 ) -> dict[str, float]:
-    """POST every body; returns name -> monotonic time its 201 arrived.
+    """POST every body; returns name -> wall time (time.time()) its 201 arrived.
 
     ``rate`` set: open loop, body i is sent at start + i/rate whatever earlier ones do.
     Unset: as fast as ``concurrency`` requests in flight allow.
@@ -40,18 +55,18 @@ async def create_tasks(
     took: list[float] = []
     path = TASKS.format(ns=ns)
     sem = asyncio.Semaphore(concurrency)
-    start = time.monotonic()
+    start = time.time()
 
     async def one(i: int, body: dict[str, Any]) -> None:
         if rate is not None:
-            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            sent = time.monotonic()
+            await asyncio.sleep(max(0.0, start + i / rate - time.time()))
+            sent = time.time()
             await client.request("POST", path, body)
         else:
             async with sem:
-                sent = time.monotonic()
+                sent = time.time()
                 await client.request("POST", path, body)
-        created[body["metadata"]["name"]] = now = time.monotonic()
+        created[body["metadata"]["name"]] = now = time.time()
         took.append(now - sent)
 
     await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
@@ -65,7 +80,8 @@ CREATE_LATENCY: list[float] = []
 
 @dataclass
 class PhaseWatch:
-    """First moment (monotonic, this process) each task was seen in each phase."""
+    """First moment (wall time, comparable with other processes on this machine) each
+    object was seen in each phase; objects without status.phase count as Pending."""
 
     seen: dict[str, dict[str, float]] = field(default_factory=dict)
     rv: str = "0"
@@ -77,17 +93,57 @@ class PhaseWatch:
     def count(self, phase: str) -> int:
         return sum(1 for s in self.seen.values() if phase in s)
 
-    async def run(self, client: KubeClient, ns: str) -> None:
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # last seen of each
+
+    async def run(self, client: KubeClient, ns: str, path: str = TASKS) -> None:
         while True:  # the API server ends a watch after its timeout; resume from the last rv
             params = {"resourceVersion": self.rv, "allowWatchBookmarks": "true"}
-            async for ev in client.watch(TASKS.format(ns=ns), params):
-                now = time.monotonic()
+            async for ev in client.watch(path.format(ns=ns), params):
+                now = time.time()
                 obj = ev.get("object") or {}
                 self.rv = (obj.get("metadata") or {}).get("resourceVersion", self.rv)
                 if ev.get("type") not in ("ADDED", "MODIFIED"):
                     continue
                 phase = (obj.get("status") or {}).get("phase") or "Pending"
                 self.seen.setdefault(obj["metadata"]["name"], {}).setdefault(phase, now)
+                self.objects[obj["metadata"]["name"]] = obj
+
+
+@dataclass
+class Run:
+    tasks: PhaseWatch
+    jobs: PhaseWatch
+    created: dict[str, float]  # task name -> wall time its create returned
+    t0: float  # wall time just before the first create
+
+
+async def run_tasks(
+    kubeconfig: Path, ns: str, bodies: list[dict[str, Any]], rate: float | None = None,
+    limit: float = 3600, watch_jobs: bool = False,
+) -> Run:  # fmt: skip
+    """Create the tasks, watching them (and their Jobs), until every one Succeeded."""
+    client = KubeClient.from_env(kubeconfig, connections=16)
+    run = Run(PhaseWatch(), PhaseWatch(), {}, 0.0)
+    watchers = [asyncio.create_task(run.tasks.run(client, ns))]
+    if watch_jobs:
+        watchers.append(asyncio.create_task(run.jobs.run(client, ns, JOBS)))
+    try:
+        await asyncio.sleep(0.5)
+        run.t0 = time.time()
+        run.created = await create_tasks(client, ns, bodies, rate=rate)
+        deadline = time.time() + limit
+        while run.tasks.count("Succeeded") < len(bodies):
+            if time.time() > deadline:
+                raise TimeoutError(f"{run.tasks.count('Succeeded')} of {len(bodies)} succeeded")
+            await asyncio.sleep(0.05)
+        return run
+    finally:
+        for w in watchers:
+            w.cancel()
+        for w in watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+        await client.close()
 
 
 def percentiles(xs: list[float], *ps: float) -> dict[str, float]:
@@ -165,3 +221,65 @@ def histogram_quantiles(metrics_text: str, name: str, *qs: float) -> dict[str, f
                 break
             lo_le, lo_n = le, n
     return out
+
+
+@dataclass
+class Env:
+    """A benchmark's world: control plane, webhook service, operator, agent processes."""
+
+    cluster: localcluster.Cluster
+    svc: WebhookService
+    op: OperatorProcess
+    extra: list[subprocess.Popen[bytes]]
+
+    def pids(self) -> dict[str, int]:
+        st = localcluster.State.load(self.cluster.dir / "state.json")
+        assert st is not None
+        own = {
+            "operator": self.op.proc.pid,
+            "webhooks": self.svc.proc.pid,
+            "benchmark": os.getpid(),
+        }
+        own.update({f"agent-{i}": p.pid for i, p in enumerate(self.extra)})
+        return {**st.pids, **own}
+
+    def operator_metrics(self) -> str:
+        return str(urllib.request.urlopen(self.op.metrics_url, timeout=5).read().decode())  # noqa: S310
+
+    def operator_metric(self, name: str) -> float:
+        for line in self.operator_metrics().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return float("nan")
+
+
+@contextlib.contextmanager
+def bench_environment(
+    dir_name: str, ns: str, agent: Callable[[Kubectl], list[subprocess.Popen[bytes]]],
+    qps: float, burst: int, audit: bool = False,
+) -> Iterator[Env]:  # fmt: skip
+    """A fresh control plane in .cluster/<dir_name> with the CRDs, the chart's RBAC, the
+    webhook service, the Agent(s) ``agent`` sets up in ``ns``, and the operator."""
+    state = REPO / ".cluster" / dir_name
+    cluster = localcluster.up(state, ports=localcluster.Ports.free(), audit=audit)
+    procs: list[Any] = []
+    try:
+        k0 = Kubectl(cluster.kubeconfig)
+        k0("apply", "--server-side", "-f", str(REPO / "crds"))
+        k0("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        install_chart_rbac(cluster)
+        k0("create", "namespace", ns)
+        masters = [os.urandom(32)]
+        svc = start_service(cluster, Path(tempfile.mkdtemp()), masters)
+        procs.append(svc)
+        extra = agent(Kubectl(cluster.kubeconfig, ns))
+        procs.extend(extra)
+        op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url,
+                            WALLESTARS_API_QPS=str(qps), WALLESTARS_API_BURST=str(burst))  # fmt: skip
+        procs.append(op)
+        yield Env(cluster, svc, op, extra)
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop() if hasattr(p, "stop") else p.terminate()
+        localcluster.down(state)

@@ -24,15 +24,11 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +39,19 @@ import localcluster
 from harness import (
     REPO,
     Kubectl,
-    OperatorProcess,
-    WebhookService,
     free_port,
     http_agent,
-    install_chart_rbac,
-    start_operator,
-    start_service,
 )
-from wallestars_api.kubeclient import KubeClient
 
 from bench.load import (
     CREATE_LATENCY,
     CpuMeter,
-    PhaseWatch,
-    create_tasks,
+    Env,
+    bench_environment,
     histogram_quantiles,
     percentiles,
     rss_mb,
+    run_tasks,
     task_body,
 )
 
@@ -68,85 +59,29 @@ NS = "bench"
 DISPATCHED = ("Dispatched", "Running", "Succeeded", "Failed", "TimedOut", "Cancelled")
 
 
-@dataclass
-class Env:
-    cluster: localcluster.Cluster
-    svc: WebhookService
-    op: OperatorProcess
-    fn: subprocess.Popen[bytes]
+def http_function(a: argparse.Namespace) -> Callable[[Kubectl], list[subprocess.Popen[bytes]]]:
+    """The test function on a free port, and the `http` Agent "fn" pointing at it."""
 
-    def pids(self) -> dict[str, int]:
-        st = localcluster.State.load(self.cluster.dir / "state.json")
-        assert st is not None
-        own = {"operator": self.op.proc.pid, "webhooks": self.svc.proc.pid,
-               "test-function": self.fn.pid, "benchmark": os.getpid()}  # fmt: skip
-        return {**{k: v for k, v in st.pids.items() if k != "node"}, **own}
-
-    def operator_metrics(self) -> str:
-        return str(urllib.request.urlopen(self.op.metrics_url, timeout=5).read().decode())  # noqa: S310
-
-    def operator_metric(self, name: str) -> float:
-        for line in self.operator_metrics().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return float("nan")
-
-
-@contextlib.contextmanager
-def environment(a: argparse.Namespace, audit: bool = False) -> Iterator[Env]:
-    state = REPO / ".cluster" / "bench-operator"
-    cluster = localcluster.up(state, ports=localcluster.Ports.free(), audit=audit)
-    procs: list[Any] = []
-    try:
-        k0 = Kubectl(cluster.kubeconfig)
-        k0("apply", "--server-side", "-f", str(REPO / "crds"))
-        k0("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        install_chart_rbac(cluster)
-        k0("create", "namespace", NS)
-        masters = [os.urandom(32)]
-        svc = start_service(cluster, Path(tempfile.mkdtemp()), masters)
-        procs.append(svc)
+    def setup(k: Kubectl) -> list[subprocess.Popen[bytes]]:
         port = free_port()
         fn = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
         )
-        procs.append(fn)
         time.sleep(1.0)
-        http_agent(Kubectl(cluster.kubeconfig, NS), f"http://127.0.0.1:{port}/", slots=a.slots)
-        op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url,
-                            WALLESTARS_API_QPS=str(a.qps), WALLESTARS_API_BURST=str(a.burst))  # fmt: skip
-        procs.append(op)
-        yield Env(cluster, svc, op, fn)
-    finally:
-        for p in reversed(procs):
-            with contextlib.suppress(Exception):
-                p.stop() if hasattr(p, "stop") else p.terminate()
-        localcluster.down(state)
+        http_agent(k, f"http://127.0.0.1:{port}/", slots=a.slots)
+        return [fn]
+
+    return setup
 
 
-async def run_tasks(
-    env: Env, prefix: str, n: int, rate: float | None = None, limit: float = 3600
-) -> tuple[PhaseWatch, dict[str, float], float]:
-    """Create n tasks and wait until all Succeeded; returns the watch, creation times, t0."""
-    client = KubeClient.from_env(env.cluster.kubeconfig, connections=16)
-    watch = PhaseWatch()
-    watcher = asyncio.create_task(watch.run(client, NS))
-    try:
-        await asyncio.sleep(0.5)
-        t0 = time.monotonic()
-        bodies = (task_body(f"{prefix}{i}", "fn") for i in range(n))
-        created = await create_tasks(client, NS, bodies, rate=rate)
-        deadline = time.monotonic() + limit
-        while watch.count("Succeeded") < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{watch.count('Succeeded')} of {n} succeeded")
-            await asyncio.sleep(0.05)
-        return watch, created, t0
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await client.close()
+@contextlib.contextmanager
+def environment(a: argparse.Namespace, audit: bool = False) -> Iterator[Env]:
+    with bench_environment("bench-operator", NS, http_function(a), a.qps, a.burst, audit) as env:
+        yield env
+
+
+def bodies(prefix: str, n: int) -> list[dict[str, Any]]:
+    return [task_body(f"{prefix}{i}", "fn") for i in range(n)]
 
 
 def limits(a: argparse.Namespace, env: Env, seconds: float) -> dict[str, Any]:
@@ -174,7 +109,7 @@ def pass_stats(env: Env) -> dict[str, float]:
 
 def phase_writes(a: argparse.Namespace) -> dict[str, Any]:
     with environment(a, audit=True) as env:
-        asyncio.run(run_tasks(env, "w", a.audit_tasks))
+        asyncio.run(run_tasks(env.cluster.kubeconfig, NS, bodies("w", a.audit_tasks)))
         time.sleep(2.0)  # Events are sent after the transition; let the queue drain
         return count_writes(env.cluster, "w")
 
@@ -183,7 +118,8 @@ def phase_throughput(a: argparse.Namespace) -> dict[str, Any]:
     with environment(a) as env:
         meter = CpuMeter(env.pids())
         meter.start()
-        watch, created, t0 = asyncio.run(run_tasks(env, "t", a.tasks))
+        run = asyncio.run(run_tasks(env.cluster.kubeconfig, NS, bodies("t", a.tasks)))
+        watch, created, t0 = run.tasks, run.created, run.t0
         done = max(watch.first(n, ("Succeeded",)) or 0.0 for n in created)
         elapsed = done - t0
         cpu = meter.stop()
@@ -199,7 +135,8 @@ def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
         meter = CpuMeter(env.pids())
         meter.start()
         spy = profile(a, env)
-        watch, created, t0 = asyncio.run(run_tasks(env, "l", n, rate=a.rate))
+        run = asyncio.run(run_tasks(env.cluster.kubeconfig, NS, bodies("l", n), rate=a.rate))
+        watch, created, t0 = run.tasks, run.created, run.t0
         cpu = meter.stop()
         if spy is not None:
             spy.wait()
@@ -219,7 +156,7 @@ def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
 def phase_memory(a: argparse.Namespace) -> dict[str, Any]:
     with environment(a) as env:
         before = rss_mb(env.op.proc.pid)
-        asyncio.run(run_tasks(env, "m", a.memory_tasks))
+        asyncio.run(run_tasks(env.cluster.kubeconfig, NS, bodies("m", a.memory_tasks)))
         time.sleep(3.0)  # a few more reconcile passes over everything
         return {"tasks": a.memory_tasks, "operator_before_mb": before,
                 "operator_after_mb": rss_mb(env.op.proc.pid),

@@ -84,7 +84,7 @@ class Reconciler:
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
         # Attempts this process has invoked. After a crash the set is empty, so an http
         # attempt left Dispatched with no callback is invoked again (at least once).
-        self.invoked: set[tuple[str, int]] = set()
+        self.invoked: set[tuple[str, int]] = set()  # (uid, attempt); pruned in tick()
         # When each waiting task's queue position was last written (throttling only).
         self.position_written: dict[tuple[str, str], float] = {}
         self.secrets: dict[tuple[str, str, str], tuple[str | None, float]] = {}
@@ -161,6 +161,12 @@ class Reconciler:
                 self.spawn(k, functools.partial(self._apply_none, obj, tr))
         metrics.queue_depth(p.queued, agents)
         await self.agent_status(agents, p.load, p.queued, now)
+        if len(self.invoked) > 2 * len(tasks) + 1000:  # keep only attempts still live
+            live = {
+                (o["metadata"]["uid"], int((o.get("status") or {}).get("attempt") or 0))
+                for o in tasks
+            }
+            self.invoked &= live
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -372,6 +378,7 @@ class Reconciler:
         attempt = int(status["attempt"])
         cloud = (agent.get("spec") or {}).get("cloud") or {}
         provider = cloud.get("provider")
+        self.invoked.add((meta["uid"], attempt))  # before sending: never invoke twice from here
         body = invocation(
             obj,
             attempt,

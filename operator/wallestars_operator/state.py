@@ -12,8 +12,42 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from wallestars_api.lifecycle import TERMINAL
+
 Key = tuple[str, str]
 KINDS = ("tasks", "agents", "jobs", "pods")
+
+
+# What the operator still reads of a finished task: TTL deletion and the Agent's statistics.
+FINISHED_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+FINISHED_STATUS = ("phase", "agent", "completionTime", "durationSeconds", "attempt")
+
+
+def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the caches keep of an object: never managedFields or kubectl's last-applied
+    copy, and of a finished task only what TTL deletion and Agent statistics read. A
+    cache of 10,000 tasks is mostly finished tasks; their payloads, results and attempt
+    histories stay in the API server."""
+    meta = obj["metadata"]
+    status = obj.get("status") or {}
+    if kind == "tasks" and status.get("phase") in TERMINAL:
+        spec = obj.get("spec") or {}
+        return {
+            "metadata": {k: meta[k] for k in FINISHED_META if k in meta},
+            "spec": {k: spec[k] for k in ("ttlSecondsAfterFinished",) if k in spec},
+            "status": {k: status[k] for k in FINISHED_STATUS if k in status},
+        }
+    out = dict(obj)
+    if "managedFields" in meta or "annotations" in meta:
+        m = {k: v for k, v in meta.items() if k != "managedFields"}
+        ann = m.get("annotations")
+        if ann and LAST_APPLIED in ann:
+            m["annotations"] = {k: v for k, v in ann.items() if k != LAST_APPLIED}
+        out["metadata"] = m
+    return out
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def rv(obj: Mapping[str, Any]) -> int:
@@ -49,7 +83,7 @@ class State:
             return
         if kind == "tasks" and old is None and not (obj.get("status") or {}).get("phase"):
             self.seen_at[k] = time.monotonic()
-        store[k] = dict(obj)
+        store[k] = slim(kind, obj)
         self.wake.set()
 
     def remove(self, kind: str, obj: Mapping[str, Any]) -> None:

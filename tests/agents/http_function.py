@@ -3,7 +3,9 @@
 POST / receives the operator's invocation, answers 202 at once, then reports through
 the SDK like a real function would. What it does is steered by the task's
 payload.data.behaviour: succeed (default), fail-once (fail attempt 1, then succeed),
-fail (always), silent (never call back), refuse (answer 500 to the invocation).
+fail (always), silent (never call back), refuse (answer 500 to the invocation),
+slow (call back success after 8 s). GET /invocations/<task uid> says how many times
+the task was invoked.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ async def report(inv: dict[str, Any]) -> None:
     behaviour = ((inv.get("payload") or {}).get("data") or {}).get("behaviour", "succeed")
     if behaviour == "silent":
         return
+    if behaviour == "slow":
+        await asyncio.sleep(8)
     cfg = AgentConfig(
         callback_url=inv["callbackUrl"], task_uid=inv["task"]["uid"], task_namespace=inv["task"]["namespace"],
         task_name=inv["task"]["name"], attempt=inv["attempt"], agent_id=inv["agentId"],
@@ -37,6 +41,8 @@ async def report(inv: dict[str, Any]) -> None:
 
 async def invoke(request: web.Request) -> web.Response:
     inv = await request.json()
+    counts = request.app["invocations"]
+    counts[inv["task"]["uid"]] = counts.get(inv["task"]["uid"], 0) + 1
     if ((inv.get("payload") or {}).get("data") or {}).get("behaviour") == "refuse":
         return web.Response(status=500, text="function crashed")
     if request.headers.get("Authorization") != "Bearer test-function-token":
@@ -45,10 +51,16 @@ async def invoke(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True}, status=202)
 
 
+async def invocations(request: web.Request) -> web.Response:
+    return web.json_response(request.app["invocations"].get(request.match_info["uid"], 0))
+
+
 def main() -> None:
     app = web.Application()
     app["background"] = set()
+    app["invocations"] = {}
     app.router.add_post("/", invoke)
+    app.router.add_get("/invocations/{uid}", invocations)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 
 

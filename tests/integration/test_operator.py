@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from collections.abc import Iterator
 
 import localcluster
@@ -48,6 +50,20 @@ def test_http_agent_task_succeeds(
     assert [a["attempt"] for a in st["attempts"]] == [1]
     # An Event for each transition the operator made (Succeeded was the webhook service's).
     wait_for("the Dispatched event", lambda: "Dispatched" in events(kubectl, "ok"), timeout=10)
+
+
+def test_slow_function_is_invoked_once(
+    operator: OperatorProcess, function_url: str, kubectl: Kubectl
+) -> None:
+    """A function that calls back after 8 s (longer than the redelivery delay, which is
+    only for attempts a crashed predecessor may never have sent) is invoked exactly once."""
+    http_agent(kubectl, function_url)
+    task(kubectl, "slow", "fn", "slow")
+    st = wait_for("Succeeded", lambda: phase_is(kubectl, "slow", "Succeeded", "Failed"), timeout=60)
+    assert st["phase"] == "Succeeded"
+    uid = kubectl.json("get", "agenttask", "slow")["metadata"]["uid"]
+    count = json.loads(urllib.request.urlopen(f"{function_url}invocations/{uid}", timeout=5).read())  # noqa: S310
+    assert count == 1
 
 
 def test_failure_then_success_on_retry_with_backoff(
