@@ -153,14 +153,14 @@ def percentiles(xs: list[float], *ps: float) -> dict[str, float]:
     return {f"p{p:g}": round(s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000, 1) for p in ps}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its waited-for children, in seconds."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of a process (or of its waited-for children), in seconds."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     # fields[11..14] = utime stime cutime cstime (stat fields 14-17)
-    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+    return sum(int(x) for x in (fields[13:15] if children else fields[11:13])) / CLK_TCK
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -181,13 +181,20 @@ class CpuMeter:
         self.before: dict[str, float] = {}
         self.wall = 0.0
 
+    def sample(self) -> dict[str, float]:
+        own = {n: cpu_seconds(p) for n, p in self.pids.items()}
+        # The node stand-in's children are the pods' processes (the agents).
+        if "node" in self.pids:
+            own["pods (node's children)"] = cpu_seconds(self.pids["node"], children=True)
+        return own
+
     def start(self) -> None:
-        self.before = {n: cpu_seconds(p) for n, p in self.pids.items()}
+        self.before = self.sample()
         self.wall = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self.wall
-        used = {n: round(cpu_seconds(p) - self.before[n], 1) for n, p in self.pids.items()}
+        used = {n: round(v - self.before[n], 1) for n, v in self.sample().items()}
         return {
             "wall_seconds": round(wall, 1),
             "cpu_seconds": used,

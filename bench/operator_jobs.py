@@ -2,16 +2,19 @@
 
     .venv/bin/python bench/operator_jobs.py [--tasks 300] [--slots 20] [--audit-tasks 40]
 
-The agent does no browser work (bench/agents/noop_agent.py: says when its process
-started and when it sent its final callback, then succeeds through the SDK), so what is
-measured is the operator, the Job and pod machinery, the stand-in and the webhook service.
+The agent does no browser work (bench/agents/noop_agent.sh: says when it started and
+when it sent its final callback, signed with openssl and sent with curl; ``--agent
+python`` uses noop_agent.py and the SDK instead), so what is measured is the operator,
+the Job and pod machinery, the stand-in and the webhook service.
 
 - writes: ``--audit-tasks`` tasks with the API server's audit log on; every write in the
   namespace per task, by who made it and what it touched (Job, pod, Secret, Events...).
-- run: ``--tasks`` tasks created at once, agent concurrency ``--slots``; p50/p99 of
+- latency/throughput: agent concurrency ``--slots``; p50/p99 of
   created -> Job created (watches in this process), Job created -> agent process started
   (the agent's own clock), final callback sent -> task Succeeded (seen by the watch);
   throughput from the first create to the last Succeeded; CPU per process.
+- latency: the same split at a light load (``--latency-rate`` tasks/s), so no task waits
+  for a slot; throughput: ``--tasks`` at once, most of them queued.
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ TASK_LABEL = "agents.wallestars.io/task"
 
 
 def noop_agent(a: argparse.Namespace) -> Any:
+    command = (
+        ["/bin/sh", str(REPO / "bench" / "agents" / "noop_agent.sh")]
+        if a.agent == "sh"
+        else [sys.executable, str(REPO / "bench" / "agents" / "noop_agent.py")]
+    )
+
     def setup(k: Kubectl) -> list[subprocess.Popen[bytes]]:
-        browser_agent(k, [sys.executable, str(REPO / "bench" / "agents" / "noop_agent.py")],
-                      name="br", slots=a.slots)  # fmt: skip
+        browser_agent(k, command, name="br", slots=a.slots)
         return []
 
     return setup
@@ -58,12 +66,12 @@ def bodies(prefix: str, n: int) -> list[dict[str, Any]]:
     return [task_body(f"{prefix}{i}", "br", timeoutSeconds=600) for i in range(n)]
 
 
-def phase_run(a: argparse.Namespace) -> dict[str, Any]:
+def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]:
     with environment(a) as env:
         meter = CpuMeter(env.pids())
         meter.start()
         run = asyncio.run(
-            run_tasks(env.cluster.kubeconfig, NS, bodies("j", a.tasks), watch_jobs=True)
+            run_tasks(env.cluster.kubeconfig, NS, bodies("j", n), rate=rate, watch_jobs=True)
         )
         cpu = meter.stop()
         job_seen = {
@@ -84,13 +92,23 @@ def phase_run(a: argparse.Namespace) -> dict[str, Any]:
             to_terminal.append(done - float(data["callbackSentAt"]))
         last = max(run.tasks.first(n, ("Succeeded",)) or 0.0 for n in run.created)
         elapsed = last - run.t0
-        return {"tasks": a.tasks, "slots": a.slots, "measured": len(to_job),
-                "seconds": round(elapsed, 1), "per_minute": round(a.tasks / elapsed * 60),
+        return {"tasks": n, "slots": a.slots, "agent": a.agent, "offered_per_second": rate,
+                "measured": len(to_job), "seconds": round(elapsed, 1),
+                "per_minute": round(n / elapsed * 60),
                 "created_to_job_ms": percentiles(to_job, 50, 99),
                 "job_to_agent_started_ms": percentiles(to_start, 50, 99),
                 "callback_to_succeeded_ms": percentiles(to_terminal, 50, 99),
-                "operator_api_calls_per_task": round(env.operator_metric("wallestars_operator_api_requests") / a.tasks, 2),
+                "operator_api_calls_per_task": round(env.operator_metric("wallestars_operator_api_requests") / n, 2),
                 **cpu, "operator_memory_mb": rss_mb(env.op.proc.pid)}  # fmt: skip
+
+
+def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
+    """Latencies with the agent's slots never all busy: nothing waits in the queue."""
+    return measure(a, a.latency_tasks, a.latency_rate)
+
+
+def phase_throughput(a: argparse.Namespace) -> dict[str, Any]:
+    return measure(a, a.tasks, None)
 
 
 def phase_writes(a: argparse.Namespace) -> dict[str, Any]:
@@ -133,12 +151,20 @@ def count_writes(env: Env, n: int) -> dict[str, Any]:
             "writes_per_task_total": round(sum(totals.values()) / n, 2)}  # fmt: skip
 
 
-PHASES = {"writes": phase_writes, "run": phase_run}
+PHASES = {"writes": phase_writes, "latency": phase_latency, "throughput": phase_throughput}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--phases", default="writes,run")
+    p.add_argument("--phases", default="writes,latency,throughput")
+    p.add_argument(
+        "--agent",
+        choices=["sh", "python"],
+        default="sh",
+        help="sh: a signed callback with openssl+curl; python: the SDK",
+    )
+    p.add_argument("--latency-tasks", type=int, default=60)
+    p.add_argument("--latency-rate", type=float, default=2.0)
     p.add_argument("--tasks", type=int, default=300)
     p.add_argument("--slots", type=int, default=20)
     p.add_argument("--audit-tasks", type=int, default=40)

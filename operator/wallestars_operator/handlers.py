@@ -132,8 +132,3 @@ async def agent_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("jobs", event)
-
-
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    STATE.observe("pods", event)

@@ -75,6 +75,17 @@ class Kube:
             self.c.request("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}", body)
         )
 
+    async def job_pod(self, ns: str, job: str) -> dict[str, Any] | None:
+        """The newest pod of a Job (the Job controller labels its pods job-name=<job>)."""
+        out = await self.c.request(
+            "GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"job-name={job}"}
+        )
+        pods = out.get("items") or []
+        if not pods:
+            return None
+        newest: dict[str, Any] = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        return newest
+
     async def get_secret_value(self, ns: str, name: str, key: str) -> str | None:
         import base64
 

@@ -45,7 +45,8 @@ from wallestars_operator.manifests import (
     key_secret,
 )
 from wallestars_operator.outcomes import job_end
-from wallestars_operator.scheduling import AgentView, TaskView, plan
+from wallestars_operator.ratelimit import Budget
+from wallestars_operator.scheduling import AgentView, TaskView, Wait, plan
 from wallestars_operator.state import State
 
 log = logging.getLogger("wallestars.operator")
@@ -57,6 +58,9 @@ TIMEOUT_GRACE_SECONDS = 10.0
 # refreshed at most this often, so a long queue draining does not rewrite every task
 # on every dispatch (that cost O(queue) writes per dispatch: bench/RESULTS.md).
 POSITION_REFRESH_SECONDS = 10.0
+# And all position-only refreshes together at most this many writes per second (oldest
+# first): a queue of thousands would otherwise cost hundreds of writes a second.
+POSITION_WRITES_PER_SECOND = 5.0
 # An agent's auth header Secret is read again after this (so a rotated one is picked up).
 SECRET_TTL_SECONDS = 30.0
 # A cloud attempt left Dispatched by a crashed operator, with no callback, is invoked again after this.
@@ -87,6 +91,9 @@ class Reconciler:
         self.invoked: set[tuple[str, int]] = set()  # (uid, attempt); pruned in tick()
         # When each waiting task's queue position was last written (throttling only).
         self.position_written: dict[tuple[str, str], float] = {}
+        self.position_budget = Budget(
+            POSITION_WRITES_PER_SECOND, int(POSITION_WRITES_PER_SECOND * 4)
+        )
         self.secrets: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         # Writes in flight per task, and the agent each in-flight dispatch has taken a slot of.
         self.busy: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -147,18 +154,20 @@ class Reconciler:
                     functools.partial(self.start_attempt, by_key[t.key], agents[(a.namespace, a.name)], now),
                 )  # fmt: skip
         mono = time.monotonic()
+        stale: list[tuple[float, tuple[str, str]]] = []
         for k, w in p.waiting.items():
-            obj = by_key[k]
-            st = obj.get("status") or {}
-            if k in self.busy or (
-                st.get("reason") == w.reason
-                and mono - self.position_written.get(k, 0.0) < POSITION_REFRESH_SECONDS
-            ):
-                continue  # only the position moved: refreshed at most every POSITION_REFRESH_SECONDS
-            tr = wait(obj, w.reason, w.message, w.position, now)
-            if tr is not None:
-                self.position_written[k] = mono
-                self.spawn(k, functools.partial(self._apply_none, obj, tr))
+            if k in self.busy:
+                continue
+            if (by_key[k].get("status") or {}).get("reason") == w.reason:
+                written = self.position_written.get(k, 0.0)
+                if mono - written >= POSITION_REFRESH_SECONDS:
+                    stale.append((written, k))
+                continue  # only the position moved: refreshed below, within the budget
+            self._write_wait(by_key[k], w, now, mono)
+        for _, k in sorted(stale):
+            if not self.position_budget.take():
+                break
+            self._write_wait(by_key[k], p.waiting[k], now, mono)
         metrics.queue_depth(p.queued, agents)
         await self.agent_status(agents, p.load, p.queued, now)
         if len(self.invoked) > 2 * len(tasks) + 1000:  # keep only attempts still live
@@ -167,6 +176,13 @@ class Reconciler:
                 for o in tasks
             }
             self.invoked &= live
+
+    def _write_wait(self, obj: Mapping[str, Any], w: Wait, now: datetime, mono: float) -> None:
+        tr = wait(obj, w.reason, w.message, w.position, now)
+        if tr is not None:
+            k = self._key(obj)
+            self.position_written[k] = mono
+            self.spawn(k, functools.partial(self._apply_none, obj, tr))
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -296,7 +312,14 @@ class Reconciler:
                 if agent is not None:
                     await self.ensure_attempt_objects(obj, agent)
             return
-        ended = job_end(job_obj, self.state.pods.get((ns, job)))
+        pod = self.state.pods.get((ns, job))
+        if pod is None and job_end(job_obj, None) is not None:
+            # Pods are not watched (each costs ~5 watch events); read the attempt's pod
+            # once, when its Job ended with no final callback, for the exit code and why.
+            pod = await self.kube.job_pod(ns, job)
+            if pod is not None:
+                self.state.put("pods", pod)
+        ended = job_end(job_obj, pod)
         if ended is not None and (now - ended.finished).total_seconds() >= self.callback_grace:
             await self.apply(
                 obj,

@@ -93,6 +93,8 @@ class State:
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del store[k]
             self.seen_at.pop(k, None)
+            if kind == "jobs":  # a Job's pod is cached (on demand) only while the Job exists
+                self.objects["pods"].pop(k, None)
             self.wake.set()
 
     def observe(self, kind: str, event: Mapping[str, Any]) -> None:
