@@ -327,11 +327,13 @@ def http_agent(kubectl: Kubectl, url: str, name: str = "fn", slots: int = 10) ->
     })  # fmt: skip
 
 
-def browser_agent(kubectl: Kubectl, command: list[str], name: str = "br", slots: int = 2) -> None:
+def browser_agent(
+    kubectl: Kubectl, command: list[str], name: str = "br", slots: int = 2, **browser: Any
+) -> None:
     kubectl.apply({
         "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
         "spec": {"type": "browser", "capabilities": ["screenshot", "custom"], "concurrency": slots,
-                 "browser": {"image": "local/test-agent:dev", "command": command}},
+                 "browser": {"image": "local/test-agent:dev", "command": command, **browser}},
     })  # fmt: skip
 
 

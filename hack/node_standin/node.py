@@ -27,6 +27,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, ServiceAccountToken
 from lightkube.types import PatchType
 
+from node_standin import cgroups
 from node_standin.podenv import EnvError, command_line, container_env
 from node_standin.volumes import (
     TokenSpec,
@@ -74,6 +75,7 @@ class ContainerRun:
     state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: Obj = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
+    memory: cgroups.MemoryCgroup | None = None  # its memory limit, when it has one
 
     def status(self, ready: bool) -> Obj:
         out: Obj = {
@@ -314,6 +316,9 @@ class PodRun:
         script = self.mount_script(container)
         exec_line = f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"
         script = f"{script} && {exec_line}" if script else exec_line
+        run.memory = self.memory_cgroup(run, container)
+        if run.memory is not None:  # join the cgroup before anything runs; exec keeps the pid
+            script = f"echo $$ > {shlex.quote(str(run.memory.procs))} && {script}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         logf = (self.log_dir / f"{run.name}.log").open("ab")
         try:
@@ -330,6 +335,13 @@ class PodRun:
         finally:
             logf.close()
         run.state = {"running": {"startedAt": now()}}
+
+    def memory_cgroup(self, run: ContainerRun, container: Obj) -> cgroups.MemoryCgroup | None:
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit is None or not self.node.cgroups:
+            return None
+        name = f"{self.pod['metadata']['uid']}-{run.name}-{run.restart_count}"
+        return cgroups.MemoryCgroup(name, cgroups.parse_bytes(str(limit)))
 
     async def kill(self, run: ContainerRun, grace: float) -> None:
         proc = run.proc
@@ -451,6 +463,11 @@ class PodRun:
             await self.kill(run, self.grace())
         code = exit_code(await proc_wait)
         reason = "Completed" if code == 0 else "Error"
+        if run.memory is not None:
+            if run.memory.oom_killed():
+                reason = "OOMKilled"
+            run.memory.remove()
+            run.memory = None
         run.state = {
             "terminated": {
                 "exitCode": code,
@@ -535,6 +552,9 @@ class NodeStandin:
         self.pods: dict[str, PodRun] = {}
         self.by_name: dict[tuple[str, str], str] = {}  # (ns, name) -> uid, for logs
         self.boot_id = str(uuid.uuid4())
+        self.cgroups = cgroups.available()
+        if not self.cgroups:
+            log.warning("no writable cgroup v1 memory controller: memory limits not enforced")
 
     def service_env(self) -> dict[str, str]:
         """What every container sees: the host's PATH and the kubernetes Service vars."""

@@ -44,7 +44,7 @@ def ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@functools.lru_cache(maxsize=65536)  # every pass re-reads the same timestamps
+@functools.lru_cache(maxsize=4096)  # passes re-read the same (1-second) timestamps
 def parse_ts(s: str | None) -> datetime | None:
     """An RFC 3339 timestamp as the API server writes it (``...Z``), timezone-aware."""
     if not s:

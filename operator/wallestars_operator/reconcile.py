@@ -170,6 +170,10 @@ class Reconciler:
             self._write_wait(by_key[k], p.waiting[k], now, mono)
         metrics.queue_depth(p.queued, agents)
         await self.agent_status(agents, p.load, p.queued, now)
+        if len(self.position_written) > 2 * len(p.waiting) + 1000:  # forget tasks no longer waiting
+            self.position_written = {
+                k: v for k, v in self.position_written.items() if k in p.waiting
+            }
         if len(self.invoked) > 2 * len(tasks) + 1000:  # keep only attempts still live
             live = {
                 (o["metadata"]["uid"], int((o.get("status") or {}).get("attempt") or 0))
@@ -468,14 +472,34 @@ class Reconciler:
 
     async def agent_status(self, agents: Mapping[tuple[str, str], Mapping[str, Any]], load: Mapping[tuple[str, str], int],
                            queued: Mapping[tuple[str, str], int], now: datetime) -> None:  # fmt: skip
+        mono = time.monotonic()
+        due = []
+        for k, a in agents.items():
+            last = self.agent_written.get(k)
+            cheap = (
+                load.get(k, 0),
+                queued.get(k, 0),
+                agent_problem(a),
+                bool((a.get("spec") or {}).get("paused")),
+            )
+            # Write on change, at most every 2 s per agent, and a heartbeat every 60 s.
+            if (
+                last is not None
+                and (last[0] == cheap or mono - last[1] < 2)
+                and mono - last[1] < 60
+            ):
+                continue
+            due.append((k, a, cheap))
+        if not due:
+            return
+        # The statistics read every finished task: only when some agent's status is written.
         finished: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         for o in self.state.tasks.values():
             st = o.get("status") or {}
             if phase_of(o) in TERMINAL and st.get("agent"):
                 finished.setdefault((o["metadata"]["namespace"], st["agent"]), []).append(st)
-        for k, a in agents.items():
-            problem = agent_problem(a)
-            paused = bool((a.get("spec") or {}).get("paused"))
+        for k, a, cheap in due:
+            problem, paused = cheap[2], cheap[3]
             recent = sorted(finished.get(k, []), key=lambda s: s.get("completionTime", ""))[-100:]
             rate = (
                 round(sum(1 for s in recent if s.get("phase") == "Succeeded") / len(recent), 3)
@@ -485,15 +509,7 @@ class Reconciler:
             durations = [float(s["durationSeconds"]) for s in recent if "durationSeconds" in s]
             mean = round(sum(durations) / len(durations), 3) if durations else None
             ready = problem is None
-            summary = (load.get(k, 0), queued.get(k, 0), ready, paused, rate, mean)
-            last = self.agent_written.get(k)
-            # Write on change, at most every 2 s per agent, and a heartbeat every 60 s.
-            if (
-                last is not None
-                and (last[0] == summary or time.monotonic() - last[1] < 2)
-                and time.monotonic() - last[1] < 60
-            ):
-                continue
+            summary = (cheap[0], cheap[1], ready, paused, rate, mean)
             t = now.strftime("%Y-%m-%dT%H:%M:%SZ")
             conds = list((a.get("status") or {}).get("conditions") or [])
             reason, msg = ("Paused", "spec.paused is true: no new task is dispatched") if paused and ready else (
@@ -513,7 +529,7 @@ class Reconciler:
             if mean is not None:
                 status["meanDurationSeconds"] = mean
             await self.kube.patch_agent_status(k[0], k[1], status)
-            self.agent_written[k] = (summary, time.monotonic())
+            self.agent_written[k] = (cheap, time.monotonic())
             metrics.agent(k, summary[0], ready and not paused)
 
 

@@ -132,6 +132,22 @@ def test_job_that_exits_without_calling_back(operator: OperatorProcess, kubectl:
     assert st["reason"] == "CallbackMissing" and st["attempts"][0]["exitCode"] == 0
 
 
+def test_agent_killed_for_memory_is_reported_oomkilled(
+    operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    """The Agent's memory limit reaches the Job; the kernel's OOM killer ends the agent
+    (the stand-in runs it in a memory cgroup); the attempt fails with reason OOMKilled."""
+    hog = "x = bytearray(400 * 1024 * 1024); print(len(x))"
+    browser_agent(kubectl, [sys.executable, "-c", hog], name="hog",
+                  resources={"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}})  # fmt: skip
+    task(kubectl, "hog-task", "hog", retries={"limit": 0})
+    st = wait_for(
+        "Failed", lambda: phase_is(kubectl, "hog-task", "Failed", "Succeeded"), timeout=90
+    )
+    assert st["reason"] == "OOMKilled", st
+    assert st["attempts"][0]["exitCode"] == 137
+
+
 def test_cancel_while_running(operator: OperatorProcess, kubectl: Kubectl) -> None:
     browser_agent(kubectl, ["sh", "-c", "sleep 300"], name="sleepy")
     task(kubectl, "cancel-me", "sleepy")
