@@ -45,7 +45,7 @@ from wallestars_operator.manifests import (
     key_secret,
 )
 from wallestars_operator.outcomes import job_end
-from wallestars_operator.ratelimit import Budget
+from wallestars_operator.ratelimit import TokenBucket
 from wallestars_operator.scheduling import AgentView, TaskView, Wait, plan
 from wallestars_operator.state import State
 
@@ -91,7 +91,7 @@ class Reconciler:
         self.invoked: set[tuple[str, int]] = set()  # (uid, attempt); pruned in tick()
         # When each waiting task's queue position was last written (throttling only).
         self.position_written: dict[tuple[str, str], float] = {}
-        self.position_budget = Budget(
+        self.position_budget = TokenBucket(
             POSITION_WRITES_PER_SECOND, int(POSITION_WRITES_PER_SECOND * 4)
         )
         self.secrets: dict[tuple[str, str, str], tuple[str | None, float]] = {}
@@ -128,7 +128,7 @@ class Reconciler:
         due = [
             o
             for o in self.state.tasks.values()
-            if self._key(o) not in self.busy and needs_care(o, now)
+            if self.state.key("tasks", o) not in self.busy and needs_care(o, now)
         ]
         await self._bounded([functools.partial(self.maintain, o, now) for o in due])
         tasks = [
@@ -145,7 +145,7 @@ class Reconciler:
                 v = dataclasses.replace(v, phase=Phase.DISPATCHED, agent=self.reserved[v.key])
             task_views.append(v)
         p = plan(task_views, views, now)
-        by_key = {self._key(o): o for o in tasks}
+        by_key = {self.state.key("tasks", o): o for o in tasks}
         for t, a in p.dispatch:
             if t.key not in self.busy:
                 self.reserved[t.key] = a.name
@@ -165,7 +165,7 @@ class Reconciler:
                 continue  # only the position moved: refreshed below, within the budget
             self._write_wait(by_key[k], w, now, mono)
         for _, k in sorted(stale):
-            if not self.position_budget.take():
+            if self.position_budget.try_take() > 0:
                 break
             self._write_wait(by_key[k], p.waiting[k], now, mono)
         metrics.queue_depth(p.queued, agents)
@@ -184,13 +184,9 @@ class Reconciler:
     def _write_wait(self, obj: Mapping[str, Any], w: Wait, now: datetime, mono: float) -> None:
         tr = wait(obj, w.reason, w.message, w.position, now)
         if tr is not None:
-            k = self._key(obj)
+            k = self.state.key("tasks", obj)
             self.position_written[k] = mono
             self.spawn(k, functools.partial(self._apply_none, obj, tr))
-
-    @staticmethod
-    def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
-        return (obj["metadata"]["namespace"], obj["metadata"]["name"])
 
     def spawn(self, key: tuple[str, str], fn: Callable[[], Awaitable[None]]) -> None:
         """Run one task's write in the background; at most one in flight per task."""
@@ -499,7 +495,7 @@ class Reconciler:
             if phase_of(o) in TERMINAL and st.get("agent"):
                 finished.setdefault((o["metadata"]["namespace"], st["agent"]), []).append(st)
         for k, a, cheap in due:
-            problem, paused = cheap[2], cheap[3]
+            active, waiting, problem, paused = cheap
             recent = sorted(finished.get(k, []), key=lambda s: s.get("completionTime", ""))[-100:]
             rate = (
                 round(sum(1 for s in recent if s.get("phase") == "Succeeded") / len(recent), 3)
@@ -509,7 +505,6 @@ class Reconciler:
             durations = [float(s["durationSeconds"]) for s in recent if "durationSeconds" in s]
             mean = round(sum(durations) / len(durations), 3) if durations else None
             ready = problem is None
-            summary = (cheap[0], cheap[1], ready, paused, rate, mean)
             t = now.strftime("%Y-%m-%dT%H:%M:%SZ")
             conds = list((a.get("status") or {}).get("conditions") or [])
             reason, msg = ("Paused", "spec.paused is true: no new task is dispatched") if paused and ready else (
@@ -519,8 +514,8 @@ class Reconciler:
                 conds, "Healthy", ready, "Healthy" if ready else "InvalidConfiguration", msg, t
             )
             status: dict[str, Any] = {
-                "activeTasks": summary[0],
-                "queuedTasks": summary[1],
+                "activeTasks": active,
+                "queuedTasks": waiting,
                 "conditions": conds,
                 "lastHeartbeatTime": t,
             }
@@ -530,7 +525,7 @@ class Reconciler:
                 status["meanDurationSeconds"] = mean
             await self.kube.patch_agent_status(k[0], k[1], status)
             self.agent_written[k] = (cheap, time.monotonic())
-            metrics.agent(k, summary[0], ready and not paused)
+            metrics.agent(k, active, ready and not paused)
 
 
 def needs_care(obj: Mapping[str, Any], now: datetime) -> bool:

@@ -18,6 +18,7 @@ Key = tuple[str, str]
 KINDS = ("tasks", "agents", "jobs", "pods")
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # What the operator still reads of a finished task: TTL deletion and the Agent's statistics.
 FINISHED_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
 FINISHED_STATUS = ("phase", "agent", "completionTime", "durationSeconds", "attempt")
@@ -45,9 +46,6 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
             m["annotations"] = {k: v for k, v in ann.items() if k != LAST_APPLIED}
         out["metadata"] = m
     return out
-
-
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def rv(obj: Mapping[str, Any]) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from wallestars_api import tokenbucket
+
 
 class TokenBuckets:
     def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
@@ -15,12 +17,7 @@ class TokenBuckets:
     def take(self, key: str, now: float) -> float:
         """0 if allowed (a token is taken), else seconds until a token will be there."""
         tokens, at = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate
+        tokens, wait = tokenbucket.take(tokens, at, now, self.rate, self.burst)
         self._buckets[key] = (tokens, now)
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)  # forget the least recently seen task

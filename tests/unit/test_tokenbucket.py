@@ -1,0 +1,24 @@
+"""The one token-bucket rule shared by the operator's and the webhook service's limits."""
+
+from __future__ import annotations
+
+import pytest
+from wallestars_api.tokenbucket import take
+
+
+def test_a_full_bucket_gives_a_token() -> None:
+    assert take(5.0, 0.0, 0.0, rate=1.0, burst=5.0) == (4.0, 0.0)
+
+
+def test_an_empty_bucket_says_how_long_to_wait_and_takes_nothing() -> None:
+    tokens, wait = take(0.25, 0.0, 0.0, rate=2.0, burst=5.0)
+    assert tokens == 0.25 and wait == pytest.approx(0.375)
+
+
+def test_refill_is_capped_at_the_burst() -> None:
+    assert take(0.0, 0.0, 1000.0, rate=10.0, burst=3.0) == (2.0, 0.0)
+
+
+def test_refill_over_time_gives_rate_tokens_per_second() -> None:
+    tokens, wait = take(0.0, 10.0, 10.5, rate=4.0, burst=10.0)
+    assert (tokens, wait) == (1.0, 0.0)
