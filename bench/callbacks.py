@@ -33,18 +33,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 import localcluster
 from harness import REPO, Kubectl, WebhookService, install_chart_rbac, start_service
 from wallestars_sdk.signing import sign_headers
 
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+from bench.load import pct
 
 
 def make_tasks(k: Kubectl, n: int) -> list[tuple[str, str]]:

@@ -36,12 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
-from harness import (
-    REPO,
-    Kubectl,
-    free_port,
-    http_agent,
-)
+from harness import REPO, Kubectl, audit_events, free_port, http_agent, scrape
 
 from bench.load import (
     CREATE_LATENCY,
@@ -53,6 +48,7 @@ from bench.load import (
     rss_mb,
     run_tasks,
     task_body,
+    writer,
 )
 
 NS = "bench"
@@ -85,10 +81,10 @@ def bodies(prefix: str, n: int) -> list[dict[str, Any]]:
 
 
 def limits(a: argparse.Namespace, env: Env, seconds: float) -> dict[str, Any]:
-    calls = env.operator_metric("wallestars_operator_api_requests")
+    calls = env.op.metric("wallestars_operator_api_requests")
     return {"qps_limit": a.qps, "burst": a.burst, "operator_api_calls": calls,
             "operator_calls_per_second": round(calls / seconds, 1),
-            "rate_limit_wait_seconds": env.operator_metric("wallestars_operator_rate_limit_wait_seconds")}  # fmt: skip
+            "rate_limit_wait_seconds": env.op.metric("wallestars_operator_rate_limit_wait_seconds")}  # fmt: skip
 
 
 def profile(a: argparse.Namespace, env: Env) -> subprocess.Popen[bytes] | None:
@@ -102,8 +98,8 @@ def profile(a: argparse.Namespace, env: Env) -> subprocess.Popen[bytes] | None:
 
 def pass_stats(env: Env) -> dict[str, float]:
     """Reconcile passes: how many and their mean duration (operator's histogram)."""
-    n = env.operator_metric("wallestars_operator_reconcile_pass_duration_seconds_count")
-    total = env.operator_metric("wallestars_operator_reconcile_pass_duration_seconds_sum")
+    n = env.op.metric("wallestars_operator_reconcile_pass_duration_seconds_count")
+    total = env.op.metric("wallestars_operator_reconcile_pass_duration_seconds_sum")
     return {"passes": n, "mean_ms": round(total / n * 1000, 1) if n else float("nan")}
 
 
@@ -148,7 +144,7 @@ def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
                 "created_to_succeeded_ms": percentiles(done, 50, 90, 99, 100),
                 "create_post_ms": percentiles(CREATE_LATENCY, 50, 99),
                 "operator_seen_to_dispatched_ms": histogram_quantiles(
-                    env.operator_metrics(), "wallestars_operator_seen_to_dispatched_seconds", 50, 99),
+                    scrape(env.op.metrics_url), "wallestars_operator_seen_to_dispatched_seconds", 50, 99),
                 "operator_pass_seconds": pass_stats(env), "cores_busy": cpu["cores_busy"],
                 **limits(a, env, a.seconds)}  # fmt: skip
 
@@ -166,17 +162,9 @@ def phase_memory(a: argparse.Namespace) -> dict[str, Any]:
 def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object]:
     """Writes per task from the audit log, by what they touched and who made them."""
     per_task: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for line in (cluster.logs / "audit.log").read_text().splitlines():
-        ev = json.loads(line)
+    for ev in audit_events(cluster, NS):
         ref = ev.get("objectRef") or {}
-        if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != NS:
-            continue
-        user = ev["user"]["username"]
-        who = (
-            "operator"
-            if user == "wallestars-admin"
-            else ("webhooks" if "wallestars-webhooks" in user else user)
-        )
+        who = writer(ev["user"]["username"])
         name = ref.get("name") or ""
         if ref.get("resource") == "agenttasks" and name.startswith(prefix):
             what = "status" if ref.get("subresource") == "status" else "object"

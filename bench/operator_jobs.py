@@ -34,9 +34,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import REPO, Kubectl, browser_agent
+from harness import REPO, Kubectl, audit_events, browser_agent
 
-from bench.load import CpuMeter, Env, bench_environment, percentiles, rss_mb, run_tasks, task_body
+from bench.load import (
+    CpuMeter,
+    Env,
+    bench_environment,
+    percentiles,
+    rss_mb,
+    run_tasks,
+    task_body,
+    writer,
+)
 
 NS = "bench"
 TASK_LABEL = "agents.wallestars.io/task"
@@ -98,7 +107,7 @@ def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]
                 "created_to_job_ms": percentiles(to_job, 50, 99),
                 "job_to_agent_started_ms": percentiles(to_start, 50, 99),
                 "callback_to_succeeded_ms": percentiles(to_terminal, 50, 99),
-                "operator_api_calls_per_task": round(env.operator_metric("wallestars_operator_api_requests") / n, 2),
+                "operator_api_calls_per_task": round(env.op.metric("wallestars_operator_api_requests") / n, 2),
                 **cpu, "operator_memory_mb": rss_mb(env.op.proc.pid)}  # fmt: skip
 
 
@@ -118,30 +127,15 @@ def phase_writes(a: argparse.Namespace) -> dict[str, Any]:
         return count_writes(env, len(run.created))
 
 
-def who(user: str) -> str:
-    if user == "wallestars-admin":
-        return "operator"
-    if "wallestars-webhooks" in user:
-        return "webhooks"
-    if user.startswith("system:node:"):
-        return "node"
-    if user.startswith("system:serviceaccount:kube-system:"):
-        return user.rsplit(":", 1)[1]  # the controller-manager's per-controller identities
-    return user.removeprefix("system:")
-
-
 def count_writes(env: Env, n: int) -> dict[str, Any]:
     """Every write in the namespace per task, by writer and resource (audit log)."""
     totals: collections.Counter[str] = collections.Counter()
-    for line in (env.cluster.logs / "audit.log").read_text().splitlines():
-        ev = json.loads(line)
+    for ev in audit_events(env.cluster, NS):
         ref = ev.get("objectRef") or {}
-        if ev.get("stage") != "ResponseComplete" or ref.get("namespace") != NS:
-            continue
         res = ref.get("resource", "") + ("/" + ref["subresource"] if ref.get("subresource") else "")
         if res == "agenttasks" and ev["verb"] == "create":
             continue  # the benchmark's own creates
-        totals[f"{who(ev['user']['username'])}:{ev['verb']}:{res}"] += 1
+        totals[f"{writer(ev['user']['username'])}:{ev['verb']}:{res}"] += 1
     per = {k: round(v / n, 2) for k, v in sorted(totals.items())}
     by_res: collections.Counter[str] = collections.Counter()
     for k, v in totals.items():

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,20 @@ def install_chart_rbac(cluster: localcluster.Cluster) -> None:
     k.apply(rendered)
 
 
+def scrape(url: str) -> str:
+    """A Prometheus /metrics page (loopback only)."""
+    return str(urllib.request.urlopen(url, timeout=5).read().decode())  # noqa: S310
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a /metrics page, or None if it is not there."""
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return None
+
+
 @dataclass
 class WebhookService:
     url: str
@@ -148,14 +162,8 @@ class WebhookService:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of the service's own /metrics (0 if absent)."""
-        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()  # noqa: S310
-        want = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-        )
-        for line in text.splitlines():
-            if line.startswith(want + " "):
-                return float(line.split()[-1])
-        return 0.0
+        value = sample(scrape(f"{self.url}/metrics"), name, **labels)
+        return 0.0 if value is None else value
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -227,22 +235,29 @@ def dispatched_task(
     return name, uid
 
 
+def audit_events(
+    cluster: localcluster.Cluster, namespace: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """The API server's audit events of completed writes (optionally in one namespace)."""
+    for line in (cluster.logs / "audit.log").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("stage") != "ResponseComplete":
+            continue
+        if namespace and (ev.get("objectRef") or {}).get("namespace") != namespace:
+            continue
+        yield ev
+
+
 def audit_writes(
     cluster: localcluster.Cluster, user: str, namespace: str | None = None, name: str | None = None
 ) -> list[dict[str, Any]]:
     """Audit events of API writes by ``user`` (optionally on one object)."""
-    out = []
-    for line in (cluster.logs / "audit.log").read_text().splitlines():
-        ev = json.loads(line)
-        if ev.get("stage") != "ResponseComplete" or ev["user"].get("username") != user:
-            continue
-        ref = ev.get("objectRef") or {}
-        if namespace and ref.get("namespace") != namespace:
-            continue
-        if name and ref.get("name") != name:
-            continue
-        out.append(ev)
-    return out
+    return [
+        ev
+        for ev in audit_events(cluster, namespace)
+        if ev["user"].get("username") == user
+        and (not name or (ev.get("objectRef") or {}).get("name") == name)
+    ]
 
 
 @dataclass
@@ -251,6 +266,11 @@ class OperatorProcess:
     log: Path
     metrics_url: str
     env: dict[str, str] = field(default_factory=dict)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the operator's /metrics (NaN if absent)."""
+        value = sample(scrape(self.metrics_url), name, **labels)
+        return float("nan") if value is None else value
 
     def stop(self) -> None:
         if self.proc.poll() is None:
