@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler) and helm from their published Go modules at the versions pinned in
+# kube-scheduler), helm and smokescreen (the browser agent's egress proxy) from their published Go modules at the versions pinned in
 # hack/gobuild/*/go.mod, into a cache outside the repository keyed by version.
 # Prints the bin directory of each tool. Safe to run again: a built version is reused.
 set -euo pipefail
@@ -12,6 +12,7 @@ cache=${WALLESTARS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wallestars}
 k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/gobuild/kubernetes/go.mod")
 etcd_version=$(awk '$1=="require" && $2=="go.etcd.io/etcd/server/v3" {print $3}' "$here/gobuild/etcd/go.mod")
 helm_version=$(awk '$1=="require" && $2=="helm.sh/helm/v4" {print $3}' "$here/gobuild/helm/go.mod")
+smokescreen_version=$(awk '$1=="require" && $2=="github.com/stripe/smokescreen" {print $3}' "$here/gobuild/smokescreen/go.mod")
 
 # The checksum database is not reachable from these machines; every module is pinned
 # by the committed go.sum instead, and -mod=readonly refuses anything not in it.
@@ -51,3 +52,5 @@ build kubernetes "$k8s_version" "$here/gobuild/kubernetes" "$k8s_ld" \
 build etcd "$etcd_version" "$here/gobuild/etcd" "-s -w" wallestars.local/gobuild/etcd
 build helm "$helm_version" "$here/gobuild/helm" \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" helm.sh/helm/v4/cmd/helm
+# The browser agent's egress proxy (agent_images/wallestars_browser/egress.py).
+build smokescreen "$smokescreen_version" "$here/gobuild/smokescreen" "-s -w" github.com/stripe/smokescreen

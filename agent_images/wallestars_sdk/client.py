@@ -153,14 +153,25 @@ class AgentClient:
         retryable: bool = True,
         stack: str | None = None,
         logs: str | None = None,
+        data: dict[str, Any] | None = None,
+        artifacts: list[Artifact] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> CallbackResponse:
+        """The attempt failed; what it found on the way (data, evidence) still travels."""
         err = CallbackErrorInfo(
             code=code,
             message=message[:4096],
             retryable=retryable,
             stack=stack[-65536:] if stack else None,
         )
-        results = Results(logs=logs[-LOG_TAIL_LIMIT:]) if logs else None
+        results = None
+        if logs or data is not None or artifacts or metrics:
+            results = Results(
+                data=data,
+                artifacts=artifacts or [],
+                logs=(logs or "")[-LOG_TAIL_LIMIT:] or None,
+                metrics=metrics or {},
+            )
         return await self.send(self.body(CallbackStatus.FAILURE, error=err, results=results))
 
     async def send(self, body: CallbackBody, webhook_id: str | None = None) -> CallbackResponse:

@@ -1,0 +1,102 @@
+"""How Chromium is started and what a page may do: pure option builders and the guard.
+
+Everything leaves through the egress proxy (egress.py); these options make sure nothing
+goes around it: Chromium resolves no host names itself, WebRTC may not open its own UDP
+sockets, background services (updates, sync, safe browsing pings) stay off, service
+workers and downloads are refused, and non-web schemes are aborted in the page.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.async_api import BrowserContext, Request, Route
+
+from .payloads import Viewport
+
+# Chromium's switches: no own DNS (the proxy resolves), no side channels.
+CHROMIUM_ARGS = (
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",  # /dev/shm is a sized emptyDir; fall back to /tmp if small
+)
+WEB_SCHEMES = frozenset({"http", "https"})
+
+
+def launch_options(proxy_url: str, executable: str | None) -> dict[str, Any]:
+    """Playwright's chromium.launch(...) keyword arguments (pure)."""
+    opts: dict[str, Any] = {
+        "headless": True,
+        "args": list(CHROMIUM_ARGS),
+        # Playwright also forces loopback through the proxy (<-loopback> in the bypass list).
+        "proxy": {"server": proxy_url},
+        "chromium_sandbox": False,  # the pod is the sandbox: restricted PSS, no user namespaces
+    }
+    if executable:
+        opts["executable_path"] = executable
+    return opts
+
+
+def context_options(viewport: Viewport | None) -> dict[str, Any]:
+    v = viewport or Viewport()
+    return {
+        "viewport": {"width": v.width, "height": v.height},
+        "device_scale_factor": v.device_scale_factor,
+        "service_workers": "block",
+        "accept_downloads": False,
+        "java_script_enabled": True,
+        "ignore_https_errors": False,
+    }
+
+
+def default_executable() -> str | None:
+    """WALLESTARS_CHROMIUM, else Playwright's own browser (as in its official image)."""
+    return os.environ.get("WALLESTARS_CHROMIUM") or None
+
+
+@dataclass
+class Blocked:
+    url: str
+    reason: str
+
+
+@dataclass
+class Guard:
+    """Aborts non-web schemes and records what the page was refused."""
+
+    blocked: list[Blocked] = field(default_factory=list)
+
+    async def attach(self, context: BrowserContext) -> None:
+        await context.route(lambda url: urlsplit(url).scheme not in WEB_SCHEMES, self._refuse)
+        context.on("requestfailed", self._failed)
+        context.on("response", self._response)
+
+    async def _refuse(self, route: Route) -> None:
+        self.blocked.append(Blocked(route.request.url[:512], "scheme not allowed"))
+        await route.abort("blockedbyclient")
+
+    def _failed(self, request: Request) -> None:
+        failure = request.failure or ""
+        if "PROXY" in failure or "TUNNEL" in failure or "BLOCKED" in failure:
+            self.blocked.append(Blocked(request.url[:512], failure))
+
+    def _response(self, response: Any) -> None:
+        # smokescreen answers a refused plain-HTTP request itself with 407 + its error header.
+        if response.status == 407 and response.headers.get("x-smokescreen-error"):
+            self.blocked.append(
+                Blocked(response.url[:512], response.headers["x-smokescreen-error"][:300])
+            )
+
+    def summary(self, limit: int = 50) -> list[dict[str, str]]:
+        return [{"url": b.url, "reason": b.reason} for b in self.blocked[:limit]]

@@ -1,0 +1,198 @@
+"""One attempt of a browser task, from the environment the operator gives its Job.
+
+payload check (before any browser) -> egress proxy -> Chromium -> the task -> artifacts
+-> final callback. SIGTERM (the Job deleted on cancel, or its deadline) stops the step in
+flight, keeps what evidence there is and reports Cancelled or Timeout within the grace
+period. Exit 0 means the final callback was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import async_playwright
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from wallestars_sdk import AgentClient
+from wallestars_sdk.client import CallbackRejected
+from wallestars_sdk.protocol import Artifact
+
+from . import payloads
+from .browser import Guard, context_options, launch_options
+from .egress import EgressProxy, NetworkPolicy
+from .tasks import TASKS, Evidence, Outcome, Run, TaskError
+
+log = logging.getLogger("wallestars.browser")
+
+INLINE_LIMIT = 24 * 1024  # status keeps ~32 KiB inline; the rest goes to result.json
+STOP_MARGIN_SECONDS = 4.0  # finish our own timeout this early, to upload before the Job's
+
+
+class RunnerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLESTARS_", extra="ignore")
+
+    task_type: str
+    payload: str = "{}"
+    timeout_seconds: float = 300
+    network: str = "{}"  # the Agent's spec.browser.network as JSON
+    deny_cidrs: str = ""  # the cluster's ranges, comma-separated (installation-wide)
+    chromium: str | None = None  # Debian's chromium here; Playwright's own in its image
+    started: float = Field(default_factory=time.time)
+
+
+@dataclass
+class Attempt:
+    settings: RunnerSettings
+    evidence: Evidence = field(default_factory=Evidence)
+    guard: Guard = field(default_factory=Guard)
+    timings: dict[str, float] = field(default_factory=dict)
+    denied: list[dict[str, str]] = field(default_factory=list)
+
+    async def run(self, payload: payloads.Model) -> Outcome:
+        s = self.settings
+        policy = NetworkPolicy.model_validate(json.loads(s.network or "{}"))
+        deny = [c.strip() for c in s.deny_cidrs.split(",") if c.strip()]
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory() as work:
+            async with EgressProxy(policy, Path(work), deny) as proxy, async_playwright() as pw:
+                browser = await pw.chromium.launch(**launch_options(proxy.url, s.chromium))
+                try:
+                    context = await browser.new_context(
+                        **context_options(getattr(payload, "viewport", None))
+                    )
+                    await self.guard.attach(context)
+                    self.timings["launchMs"] = ms(t0)
+                    t1 = time.monotonic()
+                    budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
+                    run = Run(context, self.evidence, proxy.url, budget)
+                    try:
+                        return await TASKS[s.task_type](run, payload)
+                    except asyncio.CancelledError:
+                        await self.last_look(context)
+                        raise
+                    finally:
+                        self.timings["pageMs"] = ms(t1)
+                finally:
+                    self.denied = [{"host": d.host, "reason": d.reason} for d in proxy.denials()]
+                    with contextlib.suppress(Exception):
+                        await browser.close()
+
+    async def last_look(self, context: Any) -> None:
+        """A screenshot of where a stopped task was, if the page still answers."""
+        for i, page in enumerate(context.pages):
+            with contextlib.suppress(Exception):
+                png = await asyncio.wait_for(page.screenshot(timeout=2000), 3)
+                self.evidence.add(f"stopped-{i + 1}.png", png, "image/png")
+
+
+def ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
+
+
+async def upload(agent: AgentClient, evidence: Evidence) -> list[Artifact]:
+    return [await agent.upload_artifact(n, c, t) for n, c, t in evidence.files]
+
+
+def inline(data: dict[str, Any], evidence: Evidence) -> dict[str, Any]:
+    """The data itself if small; else its summary, the whole of it in result.json."""
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    if len(raw) <= INLINE_LIMIT:
+        return data
+    evidence.add("result.json", raw, "application/json")
+    return {"truncated": True, "artifact": "result.json", "bytes": len(raw),
+            "keys": sorted(data)[:50]}  # fmt: skip
+
+
+async def report(agent: AgentClient, a: Attempt, outcome: Outcome | BaseException) -> None:
+    extra = {"blocked": a.guard.summary() + a.denied[:50]} if (a.guard.blocked or a.denied) else {}
+    data: dict[str, Any] | None = extra or None
+    if isinstance(outcome, Outcome):
+        data = inline({**outcome.data, **extra}, a.evidence)
+    t = time.monotonic()
+    artifacts = await upload(agent, a.evidence)
+    a.timings["uploadMs"] = ms(t)
+    metrics = {**(outcome.metrics if isinstance(outcome, Outcome) else {}), **a.timings}
+    if isinstance(outcome, Outcome) and outcome.failure is None:
+        await agent.succeed(data, artifacts=artifacts, metrics=metrics)
+    elif isinstance(outcome, Outcome):
+        # The page was reached and checked, and said no: retrying cannot change that.
+        await agent.fail("AssertionFailed", outcome.failure or "", retryable=False,
+                         data=data, artifacts=artifacts, metrics=metrics)  # fmt: skip
+    elif isinstance(outcome, TaskError):
+        await agent.fail(outcome.code, outcome.message, retryable=outcome.retryable,
+                         data=data, artifacts=artifacts, metrics=metrics)  # fmt: skip
+    else:
+        stack = "".join(traceback.format_exception(outcome))
+        await agent.fail("AgentError", f"{type(outcome).__name__}: {outcome}", retryable=True,
+                         stack=stack, data=data, artifacts=artifacts, metrics=metrics)  # fmt: skip
+
+
+async def main() -> int:
+    s = RunnerSettings()
+    async with AgentClient.from_env() as agent:
+        try:
+            payload = payloads.parse(s.task_type, json.loads(s.payload))
+        except (payloads.PayloadError, ValueError) as e:
+            return await final(agent.fail("UserError", f"bad payload: {e}", retryable=False))
+        a = Attempt(s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        work = asyncio.create_task(a.run(payload))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            {work, stopper},
+            timeout=max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopper.cancel()
+        if work.done():
+            result: Outcome | BaseException = (
+                work.exception() or work.result()
+                if not work.cancelled()
+                else TaskError("Cancelled", "stopped", False)
+            )
+        else:
+            elapsed = time.time() - s.started
+            timed_out = not stop.is_set() or elapsed >= s.timeout_seconds - STOP_MARGIN_SECONDS
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(work, 5)
+            result = (
+                TaskError("Timeout", f"the attempt's {s.timeout_seconds:.0f} s ran out", True)
+                if timed_out
+                else TaskError("Cancelled", "stopped by SIGTERM (the task was cancelled)", False)
+            )
+        return await final(report(agent, a, result))
+
+
+async def final(send: Any) -> int:
+    """Exit status: 0 once the final callback is acknowledged (or no longer wanted)."""
+    try:
+        await send
+    except CallbackRejected as e:
+        # 409/410: the attempt is stale or the task finished (cancelled); nothing to tell.
+        log.warning("final callback refused: %s", e)
+        return 0 if getattr(e, "status", 0) in (409, 410) else 1
+    return 0
+
+
+def entrypoint() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if sys.argv[1:] == ["--self-test"]:
+        from .selftest import main as selftest
+
+        sys.exit(asyncio.run(selftest()))
+    sys.exit(asyncio.run(main()))

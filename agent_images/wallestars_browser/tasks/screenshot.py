@@ -1,0 +1,66 @@
+"""screenshot: the page or one element as PNG/JPEG, optionally compared with a baseline."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from wallestars_browser import imagediff
+from wallestars_browser.payloads import Screenshot
+
+from .common import Outcome, Run, TaskError, open_page
+
+BASELINE_LIMIT = 20 * 1024 * 1024
+
+
+async def run(r: Run, p: Screenshot) -> Outcome:
+    page = await r.context.new_page()
+    status = await open_page(page, p.url, p.wait_for, r.timeout_ms)
+    opts: dict[str, object] = {"type": p.format, "full_page": p.full_page, "animations": "disabled"}
+    if p.quality is not None:
+        opts["quality"] = p.quality
+    if p.selector is not None:
+        element = await page.wait_for_selector(p.selector, timeout=r.timeout_ms)
+        if element is None:
+            raise TaskError("SelectorNotFound", f"no element matches {p.selector!r}", False)
+        image = await element.screenshot(**opts)
+    else:
+        image = await page.screenshot(**opts)
+    name = f"screenshot.{p.format}"
+    r.evidence.add(name, image, f"image/{p.format}")
+    width, height = imagediff.size(image)
+    data: dict[str, object] = {
+        "url": page.url, "status": status, "artifact": name, "width": width, "height": height,
+        "bytes": len(image), "perceptualHash": imagediff.perceptual_hash(image),
+    }  # fmt: skip
+    if p.baseline is None:
+        return Outcome(data)
+    baseline = await fetch(p.baseline.url, r.proxy_url, r.timeout_ms)
+    ratio, diff_png = imagediff.diff(baseline, image, p.baseline.pixel_tolerance)
+    passed = ratio <= p.baseline.max_diff_ratio
+    data["visual"] = {"diffRatio": round(ratio, 6), "maxDiffRatio": p.baseline.max_diff_ratio,
+                      "passed": passed, "baselineSize": list(imagediff.size(baseline))}  # fmt: skip
+    if diff_png is not None:
+        r.evidence.add("diff.png", diff_png, "image/png")
+    failure = None
+    if not passed:
+        failure = f"{ratio:.4%} of pixels differ from the baseline (allowed {p.baseline.max_diff_ratio:.4%})"
+    return Outcome(data, {"diffRatio": ratio}, failure)
+
+
+async def fetch(url: str, proxy: str, timeout_ms: float) -> bytes:
+    """The baseline image, through the egress proxy like everything the browser loads."""
+    timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url, proxy=proxy) as resp:
+            if resp.status == 407:
+                raise TaskError(
+                    "NavigationBlocked", f"baseline {url}: refused by the egress policy", False
+                )
+            if resp.status != 200:
+                raise TaskError("BaselineUnavailable", f"baseline {url}: HTTP {resp.status}", True)
+            body = await resp.content.read(BASELINE_LIMIT + 1)
+    except aiohttp.ClientError as e:
+        raise TaskError("BaselineUnavailable", f"baseline {url}: {e}", True) from e
+    if len(body) > BASELINE_LIMIT:
+        raise TaskError("UserError", f"baseline {url} is larger than {BASELINE_LIMIT} bytes", False)
+    return body
