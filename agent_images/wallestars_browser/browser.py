@@ -32,6 +32,7 @@ CHROMIUM_ARGS = (
     "--disable-dev-shm-usage",  # /dev/shm is a sized emptyDir; fall back to /tmp if small
 )
 WEB_SCHEMES = frozenset({"http", "https"})
+CHROMIUM_REFUSALS = ("Not allowed to load local resource", "Not allowed to navigate top frame")
 
 
 def launch_options(proxy_url: str, executable: str | None) -> dict[str, Any]:
@@ -76,11 +77,14 @@ class Guard:
     """Aborts non-web schemes and records what the page was refused."""
 
     blocked: list[Blocked] = field(default_factory=list)
+    failed: list[Blocked] = field(default_factory=list)  # other failures, matched later
 
     async def attach(self, context: BrowserContext) -> None:
         await context.route(lambda url: urlsplit(url).scheme not in WEB_SCHEMES, self._refuse)
         context.on("requestfailed", self._failed)
         context.on("response", self._response)
+        context.on("console", self._console)
+        context.on("weberror", self._console)
 
     async def _refuse(self, route: Route) -> None:
         self.blocked.append(Blocked(route.request.url[:512], "scheme not allowed"))
@@ -90,6 +94,18 @@ class Guard:
         failure = request.failure or ""
         if "PROXY" in failure or "TUNNEL" in failure or "BLOCKED" in failure:
             self.blocked.append(Blocked(request.url[:512], failure))
+        else:
+            # e.g. a cross-origin fetch the proxy refused shows up as a CORS failure
+            self.failed.append(Blocked(request.url[:512], failure))
+
+    def correlate(self, denied_hosts: set[str]) -> None:
+        """Failed requests to a host the proxy refused were refused, whatever the page saw."""
+        for f in self.failed:
+            u = urlsplit(f.url)
+            netloc = u.netloc.rsplit("@", 1)[-1]
+            if netloc in denied_hosts or (u.hostname or "") in denied_hosts:
+                self.blocked.append(Blocked(f.url, f"refused by the egress proxy ({f.reason})"))
+        self.failed.clear()
 
     def _response(self, response: Any) -> None:
         # smokescreen answers a refused plain-HTTP request itself with 407 + its error header.
@@ -97,6 +113,13 @@ class Guard:
             self.blocked.append(
                 Blocked(response.url[:512], response.headers["x-smokescreen-error"][:300])
             )
+
+    def _console(self, message: Any) -> None:
+        # Chromium itself refuses file:, chrome: and top-level data: navigations from a page
+        # and says so only on the console.
+        text = str(getattr(message, "text", "") or getattr(message, "error", ""))
+        if any(m in text for m in CHROMIUM_REFUSALS):
+            self.blocked.append(Blocked(text[:512], "refused by Chromium"))
 
     def summary(self, limit: int = 50) -> list[dict[str, str]]:
         return [{"url": b.url, "reason": b.reason} for b in self.blocked[:limit]]

@@ -38,10 +38,16 @@ class NetworkPolicy(BaseModel):
 
 
 def smokescreen_args(
-    policy: NetworkPolicy, port: int, acl_file: Path | None, extra_deny: Sequence[str] = ()
+    policy: NetworkPolicy,
+    port: int,
+    acl_file: Path | None,
+    extra_deny: Sequence[str] = (),
+    resolvers: Sequence[str] = (),
 ) -> list[str]:
     """smokescreen's command line for this policy (pure)."""
     args = ["--listen-ip", "127.0.0.1", "--listen-port", str(port)]
+    for r in resolvers:  # DNS servers (IP:port); the system's when none
+        args += ["--resolver-address", r]
     for cidr in policy.allow_private_cidrs:
         args += ["--allow-range", cidr]
     for addr in policy.allow_private_addresses:
@@ -115,6 +121,7 @@ class EgressProxy:
     policy: NetworkPolicy
     workdir: Path
     extra_deny: Sequence[str] = ()
+    resolvers: Sequence[str] = ()
     port: int = 0
     proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
@@ -133,7 +140,7 @@ class EgressProxy:
         self.port = free_port()
         self.proc = await asyncio.create_subprocess_exec(
             find_smokescreen(),
-            *smokescreen_args(self.policy, self.port, acl, self.extra_deny),
+            *smokescreen_args(self.policy, self.port, acl, self.extra_deny, self.resolvers),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -47,6 +47,7 @@ class RunnerSettings(BaseSettings):
     timeout_seconds: float = 300
     network: str = "{}"  # the Agent's spec.browser.network as JSON
     deny_cidrs: str = ""  # the cluster's ranges, comma-separated (installation-wide)
+    resolver: str = ""  # DNS servers for the egress proxy (IP:port, comma-separated)
     chromium: str | None = None  # Debian's chromium here; Playwright's own in its image
     started: float = Field(default_factory=time.time)
 
@@ -63,9 +64,13 @@ class Attempt:
         s = self.settings
         policy = NetworkPolicy.model_validate(json.loads(s.network or "{}"))
         deny = [c.strip() for c in s.deny_cidrs.split(",") if c.strip()]
+        resolvers = [r.strip() for r in s.resolver.split(",") if r.strip()]
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory() as work:
-            async with EgressProxy(policy, Path(work), deny) as proxy, async_playwright() as pw:
+            async with (
+                EgressProxy(policy, Path(work), deny, resolvers) as proxy,
+                async_playwright() as pw,
+            ):
                 browser = await pw.chromium.launch(**launch_options(proxy.url, s.chromium))
                 try:
                     context = await browser.new_context(
@@ -85,6 +90,7 @@ class Attempt:
                         self.timings["pageMs"] = ms(t1)
                 finally:
                     self.denied = [{"host": d.host, "reason": d.reason} for d in proxy.denials()]
+                    self.guard.correlate({d["host"] for d in self.denied})
                     with contextlib.suppress(Exception):
                         await browser.close()
 

@@ -50,11 +50,13 @@ async def open_page(page: Page, url: str, wait_for: str, timeout_ms: float) -> i
         raise TaskError("NavigationFailed", f"{url}: {first_line(e)}", True) from e
     if response is None:
         raise TaskError("NavigationFailed", f"{url}: no response", True)
-    if response.status == 407 and (await response.all_headers()).get("x-smokescreen-error"):
-        reason = (await response.all_headers())["x-smokescreen-error"]
+    proxy_error = (await response.all_headers()).get("x-smokescreen-error")
+    if proxy_error and response.status == 407:
         raise TaskError(
-            "NavigationBlocked", f"{url}: refused by the egress policy ({reason})", False
+            "NavigationBlocked", f"{url}: refused by the egress policy ({proxy_error})", False
         )
+    if proxy_error:  # the proxy could not resolve or connect: the page was never reached
+        raise TaskError("NavigationFailed", f"{url}: egress proxy: {proxy_error}", True)
     if wait_for not in LOAD_STATES and wait_for:
         try:
             await page.wait_for_selector(wait_for, timeout=timeout_ms)
