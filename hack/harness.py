@@ -378,3 +378,23 @@ def events(kubectl: Kubectl, name: str) -> list[str]:
         "items"
     ]
     return [e["reason"] for e in sorted(items, key=lambda e: e.get("eventTime") or "")]
+
+
+def reader_token(kubectl: Kubectl, sa: str = "artifact-reader") -> str:
+    """A bearer token of a service account that may get AgentTasks in kubectl's namespace
+    (what downloading their artifacts needs)."""
+    if kubectl.run("get", "serviceaccount", sa, check=False).returncode != 0:
+        kubectl("create", "serviceaccount", sa)
+        kubectl("create", "role", sa, "--verb=get", "--resource=agenttasks.agents.wallestars.io")
+        kubectl("create", "rolebinding", sa, f"--role={sa}",
+                f"--serviceaccount={kubectl.namespace}:{sa}")  # fmt: skip
+    return kubectl("create", "token", sa).strip()
+
+
+def download(base_url: str, uri: str, token: str) -> bytes:
+    """An artifact's bytes from the webhook service, as a user allowed to read the task."""
+    req = urllib.request.Request(  # noqa: S310 (the tests' own http URL)
+        base_url + uri, headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the tests' loopback URL)
+        return bytes(r.read())

@@ -37,6 +37,8 @@ log = logging.getLogger("wallestars.browser")
 
 INLINE_LIMIT = 24 * 1024  # status keeps ~32 KiB inline; the rest goes to result.json
 STOP_MARGIN_SECONDS = 4.0  # finish our own timeout this early, to upload before the Job's
+# A stopped task gets this long to save its evidence (the Job's pods get 30 s of grace).
+EVIDENCE_SECONDS = 15.0
 
 
 class RunnerSettings(BaseSettings):
@@ -59,6 +61,19 @@ class Attempt:
     guard: Guard = field(default_factory=Guard)
     timings: dict[str, float] = field(default_factory=dict)
     denied: list[dict[str, str]] = field(default_factory=list)
+    agent: AgentClient | None = None  # None: run without callbacks (tests, benchmarks)
+    stop: asyncio.Event | None = None
+
+    async def progress(self, percent: int) -> None:
+        """A running callback; one that answers `cancel` stops the attempt like SIGTERM."""
+        if self.agent is None:
+            return
+        try:
+            await self.agent.progress(percent)
+        except (CallbackRejected, OSError, TimeoutError) as e:
+            log.warning("progress callback not delivered: %s", e)
+        if self.agent.cancelled and self.stop is not None:
+            self.stop.set()
 
     async def run(self, payload: payloads.Model) -> Outcome:
         s = self.settings
@@ -78,9 +93,10 @@ class Attempt:
                     )
                     await self.guard.attach(context)
                     self.timings["launchMs"] = ms(t0)
+                    await self.progress(10)
                     t1 = time.monotonic()
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
-                    run = Run(context, self.evidence, proxy.url, budget)
+                    run = Run(context, self.evidence, proxy.url, budget, self.progress)
                     try:
                         return await TASKS[s.task_type](run, payload)
                     except asyncio.CancelledError:
@@ -151,8 +167,8 @@ async def main() -> int:
             payload = payloads.parse(s.task_type, json.loads(s.payload))
         except (payloads.PayloadError, ValueError) as e:
             return await final(agent.fail("UserError", f"bad payload: {e}", retryable=False))
-        a = Attempt(s)
         stop = asyncio.Event()
+        a = Attempt(s, agent=agent, stop=stop)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -175,11 +191,11 @@ async def main() -> int:
             timed_out = not stop.is_set() or elapsed >= s.timeout_seconds - STOP_MARGIN_SECONDS
             work.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(work, 5)
+                await asyncio.wait_for(work, EVIDENCE_SECONDS)
             result = (
                 TaskError("Timeout", f"the attempt's {s.timeout_seconds:.0f} s ran out", True)
                 if timed_out
-                else TaskError("Cancelled", "stopped by SIGTERM (the task was cancelled)", False)
+                else TaskError("Cancelled", "stopped: the task was cancelled", False)
             )
         return await final(report(agent, a, result))
 

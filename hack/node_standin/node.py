@@ -347,14 +347,15 @@ class PodRun:
         proc = run.proc
         if proc is None or proc.returncode is not None:
             return
+        # As a container runtime does: SIGTERM to the container's main process only (it
+        # decides how its children stop), then SIGKILL to everything left in it.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=max(grace, 0))
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
     def grace(self) -> float:
         meta = self.pod["metadata"]

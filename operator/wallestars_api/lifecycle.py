@@ -13,7 +13,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from wallestars_sdk.protocol import LOG_TAIL_LIMIT, CallbackBody, CallbackStatus, NextAction
+from wallestars_sdk.protocol import (
+    LOG_TAIL_LIMIT,
+    CallbackBody,
+    CallbackStatus,
+    NextAction,
+    Results,
+)
 
 from wallestars_api.conditions import set_condition
 from wallestars_api.retry import RetryPolicy, decide
@@ -110,15 +116,23 @@ def on_callback(
     if any(c.get("webhookId") == webhook_id for c in status.get("callbacks") or []):
         return CallbackOutcome(200, "duplicate", next_action_for(obj))
     phase = phase_of(obj)
+    cancelling = phase == Phase.CANCELLED or (phase in LIVE and spec.get("cancel"))
+    if cancelling and accepts_evidence(obj, cb.attempt, now):
+        # The operator ends (or has ended) the task as Cancelled; the agent should stop
+        # now. A stopped attempt's evidence (screenshot, trace) is kept; the phase stays.
+        if cb.status == CallbackStatus.RUNNING or cb.results is None:
+            return CallbackOutcome(200, "cancelled", NextAction.CANCEL)
+        history = [*list(status.get("callbacks") or []), {
+            "webhookId": webhook_id, "time": ts(now), "attempt": cb.attempt,
+            "status": cb.status.value, "verdict": "evidence-after-cancel",
+        }][-CALLBACK_HISTORY:]  # fmt: skip
+        kept: dict[str, Any] = {"result": result_of(cb.results), "callbacks": history}
+        return CallbackOutcome(200, "evidence-after-cancel", NextAction.CANCEL, kept)
     if phase in TERMINAL:
         return CallbackOutcome(410, "finished", next_action_for(obj))
     current = int(status.get("attempt") or 0)
     if cb.attempt != current or phase not in LIVE:
         return CallbackOutcome(409, "stale-attempt", metadata={"currentAttempt": current})
-    if spec.get("cancel"):
-        # The operator ends the task as Cancelled; the agent should stop now.
-        return CallbackOutcome(200, "cancelled", NextAction.CANCEL)
-
     assert phase is not None
     t = ts(now)
     conds = list(status.get("conditions") or [])
@@ -182,16 +196,7 @@ def on_callback(
             if started is not None:
                 patch["durationSeconds"] = max((now - started).total_seconds(), 0.0)
         if results is not None:
-            result: dict[str, Any] = {}
-            if results.data is not None:
-                result["data"] = results.data
-            if results.artifacts:
-                result["artifacts"] = [a.model_dump(exclude_none=True) for a in results.artifacts]
-            if results.logs:
-                result["logs"] = results.logs[-LOG_TAIL_LIMIT:]
-            if results.metrics:
-                result["metrics"] = dict(results.metrics)
-            patch["result"] = result
+            patch["result"] = result_of(results)
         if cb.progress is not None and "progress" not in patch:
             patch["progress"] = cb.progress
 
@@ -205,6 +210,42 @@ def on_callback(
     patch["phase"] = new_phase.value
     transition = (phase.value, new_phase.value) if new_phase != phase else None
     return CallbackOutcome(200, verdict, action, patch, transition)
+
+
+def result_of(results: Results) -> dict[str, Any]:
+    """status.result from a callback's results."""
+    result: dict[str, Any] = {}
+    if results.data is not None:
+        result["data"] = results.data
+    if results.artifacts:
+        result["artifacts"] = [a.model_dump(exclude_none=True) for a in results.artifacts]
+    if results.logs:
+        result["logs"] = results.logs[-LOG_TAIL_LIMIT:]
+    if results.metrics:
+        result["metrics"] = dict(results.metrics)
+    return result
+
+
+# How long after a cancel the stopped attempt may still hand in its evidence.
+EVIDENCE_GRACE = timedelta(seconds=60)
+
+
+def accepts_evidence(obj: Mapping[str, Any], attempt: int, now: datetime) -> bool:
+    """May attempt ``attempt`` still upload artifacts / report results for this task?
+
+    The running attempt may; so may the attempt a cancel stopped, for a short while,
+    so the screenshot and trace of where it stopped are not lost.
+    """
+    status = obj.get("status") or {}
+    if int(status.get("attempt") or 0) != attempt:
+        return False
+    phase = phase_of(obj)
+    if phase in LIVE:
+        return True
+    if phase != Phase.CANCELLED:
+        return False
+    ended = parse_ts(status.get("completionTime"))
+    return ended is not None and now - ended <= EVIDENCE_GRACE
 
 
 @dataclass
@@ -267,7 +308,8 @@ def failure(
 
 # Failure codes that are a better REASON for a failed task than how retries ended.
 FAILURE_REASONS = frozenset(
-    {"Timeout", "CallbackMissing", "OOMKilled", "Evicted", "UserError", "DispatchFailed"}
+    {"Timeout", "CallbackMissing", "OOMKilled", "Evicted", "UserError", "DispatchFailed",
+     "AssertionFailed", "NavigationBlocked"}  # fmt: skip
 )
 
 

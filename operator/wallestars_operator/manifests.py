@@ -20,6 +20,7 @@ from wallestars_api.resources import API_VERSION, GROUP
 DEFAULT_COMMAND = ["python", "-m", "wallestars_browser"]
 KEY_DIR = "/var/run/wallestars/key"
 AGENT_UID = 10001  # the browser image's non-root user
+STOP_GRACE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def browser_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 10,
+                    # Time for a stopped agent to save its screenshot and trace and report.
+                    "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": AGENT_UID,

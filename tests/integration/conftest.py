@@ -9,7 +9,16 @@ from collections.abc import Iterator
 
 import localcluster
 import pytest
-from harness import REPO, WebhookService, free_port, install_chart_rbac, start_service, wait_for
+from harness import (
+    REPO,
+    OperatorProcess,
+    WebhookService,
+    free_port,
+    install_chart_rbac,
+    start_operator,
+    start_service,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +50,17 @@ def function_url() -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator as a process, one per test module."""
+    op = start_operator(
+        cluster, tmp_path_factory.mktemp("operator"), webhook_service.masters, webhook_service.url
+    )
+    yield op
+    op.stop()

@@ -5,38 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from collections.abc import Iterator
 
-import localcluster
 import pytest
 from harness import (
     REPO,
     Kubectl,
     OperatorProcess,
-    WebhookService,
     browser_agent,
     events,
     http_agent,
     phase_is,
-    start_operator,
     task,
     wait_for,
 )
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: localcluster.Cluster,
-    webhook_service: WebhookService,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    op = start_operator(
-        cluster, tmp_path_factory.mktemp("operator"), webhook_service.masters, webhook_service.url
-    )
-    yield op
-    op.stop()
 
 
 def test_http_agent_task_succeeds(

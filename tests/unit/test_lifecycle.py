@@ -9,7 +9,14 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wallestars_api.lifecycle import CALLBACK_HISTORY, TERMINAL, Phase, on_callback
+from wallestars_api.lifecycle import (
+    CALLBACK_HISTORY,
+    EVIDENCE_GRACE,
+    TERMINAL,
+    Phase,
+    accepts_evidence,
+    on_callback,
+)
 from wallestars_sdk.protocol import CallbackBody, NextAction
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -202,3 +209,48 @@ def test_random_event_sequences_keep_the_invariants(seq: list[tuple[Any, ...]]) 
         if s["phase"] == "Failed" and s.get("reason") == "RetriesExhausted":
             assert s["attempt"] == 3
     assert terminal_transitions <= 1
+
+
+def test_a_cancelled_attempt_may_still_hand_in_its_evidence_for_a_while() -> None:
+    t = task("Cancelled", cancel=True)
+    t["status"]["completionTime"] = "2026-11-25T12:00:00Z"
+    assert accepts_evidence(task("Running"), 1, NOW)
+    assert not accepts_evidence(task("Running", attempt=2), 1, NOW)  # a stale attempt
+    assert accepts_evidence(t, 1, NOW + EVIDENCE_GRACE)
+    assert not accepts_evidence(t, 1, NOW + EVIDENCE_GRACE + timedelta(seconds=1))
+    assert not accepts_evidence(task("Failed"), 1, NOW)
+
+    art = {"name": "stopped-1.png", "uri": "/api/artifacts/x", "size": 3}
+    body = cb("failure", error={"code": "Cancelled", "retryable": False},
+              results={"artifacts": [art], "data": {"steps": []}})  # fmt: skip
+    out = on_callback(t, body, "m1", NOW, 0)
+    assert (out.http_status, out.verdict, out.next_action) == (
+        200,
+        "evidence-after-cancel",
+        NextAction.CANCEL,
+    )
+    assert out.patch is not None and "phase" not in out.patch and out.transition is None
+    assert out.patch["result"]["artifacts"][0]["name"] == "stopped-1.png"
+    # Too late, or a mere progress report: nothing is written.
+    late = on_callback(t, body, "m2", NOW + EVIDENCE_GRACE + timedelta(seconds=1), 0)
+    assert (late.http_status, late.patch) == (410, None)
+    assert on_callback(t, cb("running"), "m3", NOW, 0).patch is None
+
+
+def test_evidence_sent_before_the_operator_wrote_cancelled_is_kept_too() -> None:
+    t = task("Running", cancel=True)
+    body = cb("failure", error={"code": "Cancelled", "retryable": False},
+              results={"artifacts": [{"name": "trace.zip", "uri": "/x"}]})  # fmt: skip
+    out = on_callback(t, body, "m1", NOW, 0)
+    assert (out.verdict, out.next_action, out.transition) == (
+        "evidence-after-cancel",
+        NextAction.CANCEL,
+        None,
+    )
+    assert out.patch is not None and "phase" not in out.patch
+    progress = on_callback(t, cb("running", progress=50), "m2", NOW, 0)
+    assert (progress.verdict, progress.next_action, progress.patch) == (
+        "cancelled",
+        NextAction.CANCEL,
+        None,
+    )

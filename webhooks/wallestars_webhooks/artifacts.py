@@ -20,11 +20,12 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
-from wallestars_api.lifecycle import LIVE, phase_of
+from wallestars_api.lifecycle import accepts_evidence
 from wallestars_sdk.keys import attempt_keys
 from wallestars_sdk.signing import SignatureError, any_match, parse_standard_headers
 
@@ -187,8 +188,7 @@ class ArtifactHandlers:
                 "unknown-task",
                 f"AgentTask {ref.namespace}/{ref.name} ({ref.uid}) does not exist",
             )
-        status = obj.get("status") or {}
-        if phase_of(obj) not in LIVE or int(status.get("attempt") or 0) != ref.attempt:
+        if not accepts_evidence(obj, ref.attempt, datetime.now(UTC)):
             metrics.ARTIFACTS.labels("stale-attempt").inc()
             return error(409, "stale-attempt", f"attempt {ref.attempt} is not a running attempt")
         try:  # headers are checked before a byte of the body is read

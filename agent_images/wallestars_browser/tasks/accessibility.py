@@ -41,6 +41,7 @@ def over_allowed(counts: dict[str, int], allowed: dict[str, float]) -> list[str]
 async def run(r: Run, p: Accessibility) -> Outcome:
     page = await r.context.new_page()
     status = await open_page(page, p.url, p.wait_for, r.timeout_ms)
+    await r.progress(50)
     tags = {"wcag2a": ["wcag2a"], "wcag2aa": ["wcag2a", "wcag2aa"],
             "wcag2aaa": ["wcag2a", "wcag2aa", "wcag2aaa"], "wcag21a": ["wcag2a", "wcag21a"],
             "wcag21aa": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +81,8 @@ class Run:
     evidence: Evidence
     proxy_url: str  # every fetch of our own goes through the egress proxy too
     timeout_ms: float
+    progress: Callable[[int], Awaitable[None]] = field(default=lambda _: _noop())
+
+
+async def _noop() -> None:
+    return None

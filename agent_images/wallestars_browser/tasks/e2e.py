@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import tempfile
 import time
@@ -14,6 +15,8 @@ from playwright.async_api import Page, expect
 from wallestars_browser.payloads import E2E, Step
 
 from .common import Outcome, Run, TaskError, first_line, open_page
+
+log = logging.getLogger("wallestars.browser")
 
 
 async def do(page: Page, s: Step, timeout_ms: float) -> None:
@@ -71,19 +74,19 @@ def glob(pattern: str) -> str | re.Pattern[str]:
 
 
 async def run(r: Run, p: E2E) -> Outcome:
-    tracing = r.context.tracing
-    await tracing.start(screenshots=True, snapshots=True)
-    page = await r.context.new_page()
     steps: list[dict[str, Any]] = [
         {"name": s.label(i), "action": s.action, "status": "pending"} for i, s in enumerate(p.steps)
     ]
     first_failure: str | None = None
+    stopped = False  # a step failed without continueOnFailure: the rest are skipped
+    await r.context.tracing.start(screenshots=True, snapshots=True)
     try:
+        page = await r.context.new_page()
         if p.url:
             await open_page(page, p.url, p.wait_for, r.timeout_ms)
         for i, s in enumerate(p.steps):
             rec = steps[i]
-            if first_failure is not None and not p.steps[i - 1].continue_on_failure:
+            if stopped:
                 rec["status"] = "skipped"
                 continue
             t0 = time.monotonic()
@@ -96,12 +99,14 @@ async def run(r: Run, p: E2E) -> Outcome:
                 rec["status"] = "passed"
             except Exception as e:  # any failure of a step (assertion, timeout, missing element)
                 rec["status"] = "failed"
+                stopped = not s.continue_on_failure
                 rec["error"] = e.message if isinstance(e, TaskError) else first_line(e)
                 if first_failure is None:
                     first_failure = f"step {rec['name']!r} failed: {rec['error']}"
                     rec["artifact"] = f"failed-step-{i + 1}.png"
                     r.evidence.add(rec["artifact"], await page.screenshot(), "image/png")
             rec["durationMs"] = round((time.monotonic() - t0) * 1000, 1)
+            await r.progress(10 + 85 * (i + 1) // len(p.steps))
     finally:
         # The trace is the evidence of a stopped run too, so it is saved on every way out.
         await save_trace(r)
@@ -111,7 +116,12 @@ async def run(r: Run, p: E2E) -> Outcome:
 
 
 async def save_trace(r: Run) -> None:
+    """Best effort: a browser that is already gone leaves no trace to save."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "trace.zip"
-        await r.context.tracing.stop(path=path)
+        try:
+            await asyncio.wait_for(r.context.tracing.stop(path=path), 10)
+        except Exception as e:
+            log.warning("trace not saved: %s", first_line(e))
+            return
         r.evidence.add("trace.zip", path.read_bytes(), "application/zip")

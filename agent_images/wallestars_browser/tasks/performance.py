@@ -54,6 +54,7 @@ async def run(r: Run, p: Performance) -> Outcome:
     page = await r.context.new_page()
     await page.add_init_script(OBSERVERS)
     status = await open_page(page, p.url, p.wait_for, r.timeout_ms)
+    await r.progress(50)
     await page.wait_for_load_state("load")
     await asyncio.sleep(SETTLE_SECONDS)
     raw = await page.evaluate(READ)

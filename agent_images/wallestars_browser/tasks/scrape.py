@@ -32,6 +32,7 @@ async def read_page(page: Page, fields: dict[str, Field_]) -> dict[str, Any]:
 async def run(r: Run, p: Scrape) -> Outcome:
     page = await r.context.new_page()
     status = await open_page(page, p.url, p.wait_for, r.timeout_ms)
+    await r.progress(50)
     fields = p.all_fields()
     if p.pagination is None:
         data = await read_page(page, fields)

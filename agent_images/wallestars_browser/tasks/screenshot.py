@@ -15,7 +15,8 @@ BASELINE_LIMIT = 20 * 1024 * 1024
 async def run(r: Run, p: Screenshot) -> Outcome:
     page = await r.context.new_page()
     status = await open_page(page, p.url, p.wait_for, r.timeout_ms)
-    opts: dict[str, object] = {"type": p.format, "full_page": p.full_page, "animations": "disabled"}
+    await r.progress(50)
+    opts: dict[str, object] = {"type": p.format, "animations": "disabled"}
     if p.quality is not None:
         opts["quality"] = p.quality
     if p.selector is not None:
@@ -24,7 +25,7 @@ async def run(r: Run, p: Screenshot) -> Outcome:
             raise TaskError("SelectorNotFound", f"no element matches {p.selector!r}", False)
         image = await element.screenshot(**opts)
     else:
-        image = await page.screenshot(**opts)
+        image = await page.screenshot(full_page=p.full_page, **opts)
     name = f"screenshot.{p.format}"
     r.evidence.add(name, image, f"image/{p.format}")
     width, height = imagediff.size(image)
@@ -58,7 +59,11 @@ async def fetch(url: str, proxy: str, timeout_ms: float) -> bytes:
                 )
             if resp.status != 200:
                 raise TaskError("BaselineUnavailable", f"baseline {url}: HTTP {resp.status}", True)
-            body = await resp.content.read(BASELINE_LIMIT + 1)
+            body = b""
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > BASELINE_LIMIT:
+                    break
     except aiohttp.ClientError as e:
         raise TaskError("BaselineUnavailable", f"baseline {url}: {e}", True) from e
     if len(body) > BASELINE_LIMIT:

@@ -1,0 +1,342 @@
+"""The browser agent end to end: operator -> Job -> node stand-in -> `python -m
+wallestars_browser` (real Chromium, real smokescreen) -> signed callbacks and artifacts ->
+webhook service -> AgentTask status. Pages come from the fixture site on loopback, which
+the test Agent's network policy allows by exact address and port."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import localcluster
+import pytest
+from harness import (
+    Kubectl,
+    OperatorProcess,
+    WebhookService,
+    browser_agent,
+    download,
+    phase_is,
+    reader_token,
+    wait_for,
+)
+from PIL import Image
+
+from tests.fixture_site import Canary, Site, site_in_thread
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (hack/setup.sh)"),
+]
+TERMINAL = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled")
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[tuple[Site, list[Canary]]]:
+    with site_in_thread() as s:
+        yield s
+
+
+@pytest.fixture
+def chrome(kubectl: Kubectl, site: tuple[Site, list[Canary]]) -> str:
+    """A browser Agent running the real agent module, allowed to reach the fixture site only."""
+    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
+    env = [{"name": "WALLESTARS_CHROMIUM", "value": CHROMIUM},
+           {"name": "WALLESTARS_SMOKESCREEN", "value": str(smokescreen)}]  # fmt: skip
+    browser_agent(kubectl, [sys.executable, "-m", "wallestars_browser"], name="chrome", slots=4,
+                  env=env, network={"allowPrivateAddresses": [f"127.0.0.1:{site[0].port}"]})  # fmt: skip
+    return "chrome"
+
+
+def create(kubectl: Kubectl, name: str, type_: str, payload: dict[str, Any], **spec: Any) -> None:
+    kubectl.apply({
+        "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+        "spec": {"agentRef": "chrome", "type": type_, "payload": payload,
+                 "retries": {"limit": 0}, **spec},
+    })  # fmt: skip
+
+
+def finished(kubectl: Kubectl, *names: str, timeout: float = 180) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def all_done() -> bool:
+        for n in names:
+            if n not in out and (st := phase_is(kubectl, n, *TERMINAL)):
+                out[n] = st
+        return len(out) == len(names)
+
+    wait_for(f"{names} to finish", all_done, timeout=timeout)
+    return out
+
+
+def why(st: dict[str, Any]) -> str:
+    return f"{st.get('phase')} {st.get('reason')}: {st.get('message')} {st.get('result', {}).get('data')}"
+
+
+def artifacts(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for a in st.get("result", {}).get("artifacts", [])}
+
+
+def png(raw: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(raw))
+    im.load()  # decodes the whole image, not just the header
+    return im
+
+
+def test_each_task_type_end_to_end(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    s = site[0]
+    create(kubectl, "shot", "screenshot", {
+        "url": f"{s.url}/visual", "selector": "#box",
+        "viewport": {"width": 800, "height": 600, "deviceScaleFactor": 2}})  # fmt: skip
+    create(kubectl, "scrape", "scrape", {
+        "url": f"{s.url}/list", "selectors": {"title": "h1"},
+        "fields": {"items": {"selector": ".item", "all": True},
+                   "ids": {"selector": ".item", "attribute": "data-id", "all": True}},
+        "pagination": {"nextSelector": "#next", "maxPages": 5}})  # fmt: skip
+    create(kubectl, "e2e", "e2e-test", {"url": f"{s.url}/form", "steps": [
+        {"action": "fill", "selector": "#name", "value": "Ada"},
+        {"action": "select", "selector": "#plan", "value": "pro"},
+        {"action": "click", "selector": "#submit"},
+        {"action": "waitForUrl", "value": "**/form/done*"},
+        {"action": "expectText", "selector": "#thanks", "value": "Thanks, Ada"},
+        {"action": "expectCount", "selector": "#plan", "count": 1},
+        {"action": "waitForNetworkIdle"},
+        {"action": "screenshot", "name": "done"}]})  # fmt: skip
+    create(kubectl, "perf", "performance", {
+        "url": f"{s.url}/heavy", "thresholds": {"ttfb": 10_000, "load": 60_000, "tbt": 100}})  # fmt: skip
+    create(kubectl, "a11y-ok", "accessibility", {"url": f"{s.url}/accessible"})
+    create(kubectl, "a11y-bad", "accessibility", {"url": f"{s.url}/inaccessible"})
+    st = finished(kubectl, "shot", "scrape", "e2e", "perf", "a11y-ok", "a11y-bad")
+    token = reader_token(kubectl)
+
+    def get(task: str, artifact: str) -> bytes:
+        return download(webhook_service.url, artifacts(st[task])[artifact]["uri"], token)
+
+    # screenshot: the element at device scale 2 (200x100 CSS px), a PNG that decodes.
+    shot = st["shot"]
+    assert shot["phase"] == "Succeeded", why(shot)
+    data = shot["result"]["data"]
+    image = png(get("shot", "screenshot.png"))
+    assert image.size == (data["width"], data["height"])
+    assert image.size[0] == 400 and 200 <= image.size[1] <= 202  # sub-pixel layout rounds up
+    assert (
+        len(data["perceptualHash"]) == 16
+        and data["bytes"] == artifacts(shot)["screenshot.png"]["size"]
+    )
+
+    # scrape: every page followed, fields as lists across pages.
+    sc = st["scrape"]
+    assert sc["phase"] == "Succeeded", why(sc)
+    d = sc["result"]["data"]["data"]
+    assert d["items"] == [f"Item {i}" for i in range(1, 8)]
+    assert d["ids"] == [str(i) for i in range(1, 8)]
+    assert d["title"] == ["List page 1", "List page 2", "List page 3"]
+    assert len(sc["result"]["data"]["pages"]) == 3
+
+    # e2e: every step passed with a duration; a screenshot and a trace that is a zip.
+    e2e = st["e2e"]
+    assert e2e["phase"] == "Succeeded", why(e2e)
+    steps = e2e["result"]["data"]["steps"]
+    assert [x["status"] for x in steps] == ["passed"] * 8
+    assert all(x["durationMs"] >= 0 for x in steps)
+    png(get("e2e", "step-8.png"))
+    with zipfile.ZipFile(io.BytesIO(get("e2e", "trace.zip"))) as z:
+        assert z.testzip() is None and any(n.endswith(".trace") for n in z.namelist())
+
+    # performance: the metrics measured; the 300 ms long task breaks the TBT budget.
+    perf = st["perf"]
+    assert perf["phase"] == "Failed" and perf["reason"] == "AssertionFailed", perf
+    m = perf["result"]["data"]["metrics"]
+    assert (
+        m["ttfb"] > 0 and m["fcp"] > 0 and m["lcp"] > 0 and m["load"] >= m["domContentLoaded"] > 0
+    )
+    assert m["tbt"] >= 200 and m["cls"] > 0  # the page's long task and its layout shift
+    budgets = perf["result"]["data"]["budgets"]
+    assert budgets["tbt"]["passed"] is False and budgets["ttfb"]["passed"] is True
+    assert "tbt" in perf["message"] and len(perf["attempts"]) == 1  # not retried
+
+    # accessibility: a clean page passes; the bad one fails with rule ids and targets.
+    assert st["a11y-ok"]["phase"] == "Succeeded", st["a11y-ok"]
+    assert st["a11y-ok"]["result"]["data"]["counts"]["total"] == 0
+    bad = st["a11y-bad"]
+    assert bad["phase"] == "Failed" and bad["reason"] == "AssertionFailed", bad
+    rules = {v["id"] for v in bad["result"]["data"]["violations"]}
+    assert {"image-alt", "button-name"} <= rules, rules
+    assert all(v["targets"] for v in bad["result"]["data"]["violations"])
+    assert bad["result"]["data"]["counts"]["critical"] >= 1
+    assert json.loads(get("a11y-bad", "axe-results.json"))["violations"]
+
+
+def test_visual_regression_against_a_baseline(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    s = site[0]
+    create(kubectl, "base", "screenshot", {"url": f"{s.url}/visual"})
+    base = finished(kubectl, "base")["base"]
+    assert base["phase"] == "Succeeded", why(base)
+    token = reader_token(kubectl)
+    s.files["base.png"] = download(
+        webhook_service.url, artifacts(base)["screenshot.png"]["uri"], token
+    )
+
+    baseline = {"url": f"{s.url}/files/base.png", "maxDiffRatio": 0.001}
+    create(kubectl, "same", "screenshot", {"url": f"{s.url}/visual", "baseline": baseline})
+    create(
+        kubectl, "changed", "screenshot", {"url": f"{s.url}/visual?variant=b", "baseline": baseline}
+    )
+    st = finished(kubectl, "same", "changed")
+    same = st["same"]
+    assert same["phase"] == "Succeeded", why(same)
+    assert same["result"]["data"]["visual"] == {
+        "diffRatio": 0.0, "maxDiffRatio": 0.001, "passed": True, "baselineSize": [1280, 800]}  # fmt: skip
+    changed = st["changed"]
+    assert changed["phase"] == "Failed" and changed["reason"] == "AssertionFailed", changed
+    v = changed["result"]["data"]["visual"]
+    assert v["passed"] is False and v["diffRatio"] > 0.001
+    # The changed box is 200x100 of 1280x800 pixels.
+    assert v["diffRatio"] == pytest.approx(200 * 100 / (1280 * 800), rel=0.05)
+    png(download(webhook_service.url, artifacts(changed)["diff.png"]["uri"], token))
+
+
+def test_e2e_failure_at_step_3_of_5(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    s = site[0]
+
+    def steps(keep_going: bool) -> list[dict[str, Any]]:
+        return [
+            {"action": "fill", "selector": "#name", "value": "Bob"},
+            {"action": "click", "selector": "#submit"},
+            {"action": "expectText", "selector": "#thanks", "value": "Thanks, Alice",
+             "timeoutMs": 1500, "continueOnFailure": keep_going},
+            {"action": "expectVisible", "selector": "#plan"},
+            {"action": "expectUrl", "value": "**/form/done?*"},
+        ]  # fmt: skip
+
+    create(kubectl, "stop", "e2e-test", {"url": f"{s.url}/form", "steps": steps(False)})
+    create(kubectl, "go-on", "e2e-test", {"url": f"{s.url}/form", "steps": steps(True)})
+    st = finished(kubectl, "stop", "go-on")
+    for name, after in (("stop", ["skipped", "skipped"]), ("go-on", ["passed", "passed"])):
+        t = st[name]
+        assert t["phase"] == "Failed" and t["reason"] == "AssertionFailed", t
+        assert len(t["attempts"]) == 1  # an assertion is not retried
+        got = t["result"]["data"]["steps"]
+        assert [x["status"] for x in got] == ["passed", "passed", "failed", *after]
+        assert "Thanks, Alice" in got[2]["error"] and got[2]["artifact"] == "failed-step-3.png"
+        assert "step '3. expectText' failed" in t["message"]
+        names = set(artifacts(t))
+        assert {"failed-step-3.png", "trace.zip"} <= names
+
+
+def running(kubectl: Kubectl, name: str) -> Any:
+    return phase_is(kubectl, name, "Running", *TERMINAL)
+
+
+def agent_processes(name: str) -> list[str]:
+    """Live processes (the agent, Chromium, smokescreen) whose environment names this task."""
+    marker = f"WALLESTARS_TASK_NAME={name}\x00".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in environ and state != "Z":
+            found.append(pid)
+    return found
+
+
+def test_cancel_and_deadline_mid_task(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    s = site[0]
+    # Both wait for an element that appears only after 60 s.
+    slow = {"url": f"{s.url}/slow-element", "steps": [
+        {"action": "expectVisible", "selector": "#intro-missing", "timeoutMs": 1000,
+         "continueOnFailure": True},
+        {"action": "waitForSelector", "selector": "#ready", "timeoutMs": 120_000}]}  # fmt: skip
+    create(kubectl, "cancel-me", "e2e-test", slow)
+    create(kubectl, "too-slow", "e2e-test", slow, timeoutSeconds=20)
+    # Mid-task: step 1 is done (progress 52) and step 2 is waiting.
+    wait_for("cancel-me at step 2",
+             lambda: (running(kubectl, "cancel-me") or {}).get("progress", 0) >= 50, timeout=90)  # fmt: skip
+    assert len(agent_processes("cancel-me")) >= 3  # the agent, smokescreen, Chromium
+    kubectl("patch", "agenttask", "cancel-me", "--type=merge", "-p", '{"spec":{"cancel":true}}')
+    st = finished(kubectl, "cancel-me", "too-slow")
+
+    c = st["cancel-me"]
+    assert c["phase"] == "Cancelled" and c["reason"] == "Cancelled", c
+
+    # The stopped attempt handed in its evidence: where it stood, and the trace.
+    def evidence() -> set[str] | None:
+        names = set(artifacts(running(kubectl, "cancel-me")))
+        return names if {"stopped-1.png", "trace.zip"} <= names else None
+
+    try:
+        wait_for("the evidence of the cancelled attempt", evidence, timeout=30)
+    except AssertionError:
+        raise AssertionError(json.dumps(running(kubectl, "cancel-me"))[:3000]) from None
+    wait_for("the agent, Chromium and smokescreen to be gone",
+             lambda: agent_processes("cancel-me") == [], timeout=30)  # fmt: skip
+
+    t = st["too-slow"]
+    assert t["phase"] == "TimedOut" and t["reason"] == "Timeout", t
+    assert {"stopped-1.png", "trace.zip"} <= set(artifacts(t))
+    steps = t["result"]["data"]["steps"] if "data" in t["result"] else None
+    assert steps is None or steps[1]["status"] != "passed"
+    wait_for("its processes to be gone", lambda: agent_processes("too-slow") == [], timeout=30)
+
+
+def test_bad_payloads_fail_as_user_errors_without_retry(
+    operator: OperatorProcess, kubectl: Kubectl, site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    """Payloads the API server lets through (it checks shapes, not every rule) are refused
+    by the agent before the browser starts."""
+    s = site[0]
+    create(kubectl, "both", "screenshot", {"url": f"{s.url}/", "selector": "#x", "fullPage": True},
+           retries={"limit": 3})  # fmt: skip
+    create(kubectl, "jpeg-baseline", "screenshot", {
+        "url": f"{s.url}/", "format": "jpeg", "baseline": {"url": f"{s.url}/files/x.png"}},
+        retries={"limit": 3})  # fmt: skip
+    create(kubectl, "unknown-metric", "performance", {"url": f"{s.url}/", "thresholds": {"speed": 1}},
+           retries={"limit": 3})  # fmt: skip
+    st = finished(kubectl, "both", "jpeg-baseline", "unknown-metric")
+    for name, words in (("both", "exclude each other"), ("jpeg-baseline", "needs format png"),
+                        ("unknown-metric", "unknown metrics ['speed']")):  # fmt: skip
+        t = st[name]
+        assert t["phase"] == "Failed" and t["reason"] == "UserError", t
+        assert words in t["message"] and len(t["attempts"]) == 1, t
+
+
+def test_the_api_server_refuses_what_it_can_check(kubectl: Kubectl) -> None:
+    """Missing URL, unknown step action, absurd viewport: refused at `kubectl apply`."""
+    cases = [
+        ("screenshot", {"viewport": {"width": 800, "height": 600}}, "spec.payload.url is required"),
+        ("e2e-test", {"steps": [{"action": "teleport"}]}, "spec.payload.steps[0].action"),
+        ("screenshot", {"url": "http://a.example/", "viewport": {"width": 99999, "height": 10}},
+         "spec.payload.viewport.width"),
+        ("e2e-test", {"steps": [{"action": "expectCount", "selector": "li"}]},
+         "an expectCount step needs count"),
+        ("scrape", {"url": "http://a.example/"}, "spec.payload.selectors or spec.payload.fields"),
+    ]  # fmt: skip
+    for i, (type_, payload, words) in enumerate(cases):
+        body = {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": f"bad-{i}"},
+                "spec": {"agentRef": "chrome", "type": type_, "payload": payload}}  # fmt: skip
+        out = kubectl.run("apply", "-f", "-", input=json.dumps(body), check=False)
+        assert out.returncode != 0 and words in out.stderr, (words, out.stderr)
