@@ -32,9 +32,9 @@ class NetworkPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     allowed_hosts: list[str] = Field(default_factory=list)  # empty: any public host
-    allow_private_cidrs: list[str] = Field(default_factory=list)
+    allow_private_cidrs: list[str] = Field(default_factory=list, alias="allowPrivateCIDRs")
     allow_private_addresses: list[str] = Field(default_factory=list)  # IP or IP:port
-    deny_cidrs: list[str] = Field(default_factory=list)  # e.g. the cluster's ranges
+    deny_cidrs: list[str] = Field(default_factory=list, alias="denyCIDRs")  # the cluster's
 
 
 def smokescreen_args(

@@ -1,0 +1,141 @@
+"""Pure parts of the browser agent: image comparison, egress configuration, judging results."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from wallestars_browser import imagediff
+from wallestars_browser.browser import CHROMIUM_ARGS, launch_options
+from wallestars_browser.egress import NetworkPolicy, acl_yaml, denials, smokescreen_args
+from wallestars_browser.runner import INLINE_LIMIT, inline
+from wallestars_browser.tasks.accessibility import over_allowed, summarize
+from wallestars_browser.tasks.common import Evidence
+from wallestars_browser.tasks.e2e import glob
+from wallestars_browser.tasks.performance import judge
+
+
+def png(
+    color: str, box: tuple[int, int, int, int] | None = None, size: tuple[int, int] = (100, 50)
+) -> bytes:
+    im = Image.new("RGB", size, "white")
+    if box:
+        ImageDraw.Draw(im).rectangle(box, fill=color)
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_identical_images_do_not_differ() -> None:
+    a = png("blue", (10, 10, 29, 19))
+    assert imagediff.diff(a, a) == (0.0, None)
+
+
+def test_ratio_is_the_share_of_changed_pixels_and_the_diff_image_marks_them() -> None:
+    a, b = png("blue", (10, 10, 29, 19)), png("red", (10, 10, 29, 19))
+    ratio, marked = imagediff.diff(a, b)
+    assert ratio == 20 * 10 / (100 * 50)
+    assert marked is not None and Image.open(io.BytesIO(marked)).getpixel((15, 15)) == (255, 0, 0)
+
+
+def test_tolerance_ignores_small_channel_differences() -> None:
+    a, b = png("#808080", (0, 0, 99, 49)), png("#838383", (0, 0, 99, 49))
+    assert imagediff.diff(a, b, tolerance=2)[0] == 1.0
+    assert imagediff.diff(a, b, tolerance=3)[0] == 0.0
+
+
+def test_different_sizes_differ_everywhere() -> None:
+    assert imagediff.diff(png("blue"), png("blue", size=(100, 51)))[0] == 1.0
+
+
+def test_perceptual_hash_is_stable_and_sees_a_change() -> None:
+    a, b = png("black", (0, 0, 49, 49)), png("black", (50, 0, 99, 49))
+    assert imagediff.perceptual_hash(a) == imagediff.perceptual_hash(a)
+    assert imagediff.perceptual_hash(a) != imagediff.perceptual_hash(b)
+
+
+def test_smokescreen_gets_exactly_the_agents_exceptions() -> None:
+    pol = NetworkPolicy.model_validate({"allowPrivateAddresses": ["127.0.0.1:8080"],
+                                        "allowPrivateCIDRs": ["10.9.0.0/16"], "denyCIDRs": ["34.0.0.0/8"]})  # fmt: skip
+    args = smokescreen_args(pol, 4750, Path("/w/acl.yaml"), ["100.96.0.0/11"], ["127.0.0.1:53"])
+    assert args == ["--listen-ip", "127.0.0.1", "--listen-port", "4750",
+                    "--resolver-address", "127.0.0.1:53", "--allow-range", "10.9.0.0/16",
+                    "--allow-address", "127.0.0.1:8080", "--deny-range", "34.0.0.0/8",
+                    "--deny-range", "100.96.0.0/11", "--egress-acl-file", "/w/acl.yaml"]  # fmt: skip
+
+
+def test_host_allowlist_becomes_an_enforcing_default_acl() -> None:
+    assert acl_yaml(NetworkPolicy()) is None  # any public host
+    acl = json.loads(acl_yaml(NetworkPolicy(allowed_hosts=["example.com", "*.example.org"])) or "")
+    assert acl["default"] == {"project": "wallestars", "action": "enforce",
+                              "allowed_domains": ["example.com", "*.example.org"]}  # fmt: skip
+
+
+def test_denials_are_read_from_smokescreens_decision_log() -> None:
+    log = [
+        '{"level":"info","msg":"starting"}',
+        '{"allow":false,"decision_reason":"Deny: Not Global Unicast","requested_host":"127.0.0.2:80"}',
+        '{"allow":true,"requested_host":"example.com:443"}',
+        "not json",
+    ]
+    [d] = denials(log)
+    assert (d.host, d.reason) == ("127.0.0.2:80", "Deny: Not Global Unicast")
+
+
+def test_chromium_resolves_nothing_itself_and_uses_the_proxy() -> None:
+    opts = launch_options("http://127.0.0.1:4750", "/usr/bin/chromium")
+    assert opts["proxy"] == {"server": "http://127.0.0.1:4750"}
+    assert "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1" in opts["args"]
+    assert opts["args"] == list(CHROMIUM_ARGS) and opts["executable_path"] == "/usr/bin/chromium"
+    assert "executable_path" not in launch_options("http://p", None)
+
+
+def test_url_globs() -> None:
+    rx = glob("**/form/done?*")
+    assert not isinstance(rx, str)
+    assert rx.match("http://h:1/form/done?name=a") and not rx.match("http://h:1/form")
+    assert glob("http://exact/") == "http://exact/"
+    one = glob("http://h/*/x")
+    assert (
+        not isinstance(one, str) and one.match("http://h/a/x") and not one.match("http://h/a/b/x")
+    )
+
+
+def test_budgets_pass_at_the_limit_and_fail_above() -> None:
+    got = judge({"lcp": 2500.0, "tbt": 301.0}, {"lcp": 2500, "tbt": 300})
+    assert got == {"lcp": {"value": 2500.0, "budget": 2500, "passed": True},
+                   "tbt": {"value": 301.0, "budget": 300, "passed": False}}  # fmt: skip
+
+
+def test_violations_counted_per_impact_and_judged() -> None:
+    v = [{"id": "image-alt", "impact": "critical", "nodes": [{"target": ["img"]}, {"target": ["img.b"]}]},
+         {"id": "region", "impact": "moderate", "nodes": [{"target": ["p"]}]}]  # fmt: skip
+    counts, listed = summarize(v)
+    assert counts == {"critical": 2, "serious": 0, "moderate": 1, "minor": 0, "total": 3}
+    assert listed[0]["targets"] == [["img"], ["img.b"]]
+    assert over_allowed(counts, {}) == ["critical", "moderate"]  # none allowed unless said
+    assert over_allowed(counts, {"critical": 2, "moderate": 5}) == []
+    assert over_allowed(counts, {"critical": 5, "moderate": 5, "total": 2}) == ["total"]
+
+
+def test_large_results_go_to_an_artifact() -> None:
+    ev = Evidence()
+    small = {"a": 1}
+    assert inline(small, ev) == small and ev.files == []
+    big = {"rows": ["x" * 100] * (INLINE_LIMIT // 100 + 10)}
+    summary = inline(big, ev)
+    assert summary["truncated"] is True and summary["artifact"] == "result.json"
+    [(name, raw, ctype)] = ev.files
+    assert (name, ctype) == ("result.json", "application/json") and json.loads(raw) == big
+
+
+def test_network_policy_reads_every_field_of_the_agents_crd() -> None:
+    import yaml
+    from harness import REPO
+
+    crd = yaml.safe_load((REPO / "crds" / "agents.wallestars.io_agents.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    network = spec["properties"]["browser"]["properties"]["network"]["properties"]
+    assert set(network) == {f.alias or n for n, f in NetworkPolicy.model_fields.items()}
