@@ -308,8 +308,16 @@ def failure(
 
 # Failure codes that are a better REASON for a failed task than how retries ended.
 FAILURE_REASONS = frozenset(
-    {"Timeout", "CallbackMissing", "OOMKilled", "Evicted", "UserError", "DispatchFailed",
-     "AssertionFailed", "NavigationBlocked"}  # fmt: skip
+    {
+        "Timeout",
+        "CallbackMissing",
+        "OOMKilled",
+        "Evicted",
+        "UserError",
+        "DispatchFailed",
+        "AssertionFailed",
+        "NavigationBlocked",
+    }  # fmt: skip
 )
 
 

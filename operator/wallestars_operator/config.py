@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     # A browser Job that ended without a final callback is given this long for a late one.
     callback_grace_seconds: float = Field(5.0, ge=0)
     job_ttl_seconds: int = Field(600, ge=0)
+    # The browser agent image for Agents whose spec.browser.image is empty.
+    browser_image: str = "ghcr.io/wallestars/browser-agent:0.1.0"
+    # The cluster's pod and service ranges (comma-separated): no browser may reach them,
+    # even where they are public addresses.
+    deny_cidrs: str = ""
     metrics_port: int = 9090
     liveness_port: int = 8081
     log_level: str = "INFO"

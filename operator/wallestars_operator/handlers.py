@@ -67,7 +67,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube,
         events,
         masters,
-        AttemptConfig(s.callback_base_url, s.job_ttl_seconds),
+        AttemptConfig(
+            s.callback_base_url,
+            s.job_ttl_seconds,
+            browser_image=s.browser_image,
+            deny_cidrs=tuple(c.strip() for c in s.deny_cidrs.split(",") if c.strip()),
+        ),
         s.callback_grace_seconds,
     )
     _closers.append(rec)

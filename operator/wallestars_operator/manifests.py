@@ -21,6 +21,8 @@ DEFAULT_COMMAND = ["python", "-m", "wallestars_browser"]
 KEY_DIR = "/var/run/wallestars/key"
 AGENT_UID = 10001  # the browser image's non-root user
 STOP_GRACE_SECONDS = 30
+# Built from agent_images/Dockerfile.browser; the tag follows the project's version.
+DEFAULT_BROWSER_IMAGE = "ghcr.io/wallestars/browser-agent:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class AttemptConfig:
     callback_base: str  # e.g. http://wallestars-webhooks.wallestars-system:8080
     job_ttl_seconds: int = 600
     dshm_limit: str = "1Gi"
+    browser_image: str = DEFAULT_BROWSER_IMAGE  # for Agents that name none
+    deny_cidrs: tuple[str, ...] = ()  # the cluster's ranges, refused to every browser
 
 
 def attempt_name(task_name: str, uid: str, attempt: int) -> str:
@@ -117,6 +121,8 @@ def browser_job(
         {"name": "WALLESTARS_BROWSER", "value": browser.get("browser", "chromium")},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 (the writable emptyDir)
     ]
+    if cfg.deny_cidrs:
+        env.append({"name": "WALLESTARS_DENY_CIDRS", "value": ",".join(cfg.deny_cidrs)})
     if browser.get("viewport"):
         env.append(
             {
@@ -135,7 +141,7 @@ def browser_job(
     env += [dict(e) for e in browser.get("env") or [] if e["name"] not in reserved]
     container: dict[str, Any] = {
         "name": "agent",
-        "image": browser["image"],
+        "image": browser.get("image") or cfg.browser_image,
         "command": list(browser.get("command") or DEFAULT_COMMAND),
         "env": env,
         "resources": dict(browser.get("resources") or {}),

@@ -102,3 +102,16 @@ def test_invocation_payload() -> None:
         and inv["deadline"] == "2026-01-01T00:02:00Z"
     )
     assert inv["callbackUrl"].endswith("&attempt=3")
+
+
+def test_default_image_and_the_clusters_ranges_reach_the_agent() -> None:
+    agent = {"metadata": {"name": "plain"}, "spec": {"type": "browser", "browser": {}}}
+    cfg = AttemptConfig("http://webhooks:8080", browser_image="registry.local/agent:1",
+                        deny_cidrs=("10.96.0.0/12", "10.244.0.0/16"))  # fmt: skip
+    [c] = browser_job(TASK, agent, 1, cfg)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert c["image"] == "registry.local/agent:1"
+    assert env["WALLESTARS_DENY_CIDRS"] == "10.96.0.0/12,10.244.0.0/16"
+    [c] = browser_job(TASK, AGENT, 1, CFG)["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == AGENT["spec"]["browser"]["image"]
+    assert "WALLESTARS_DENY_CIDRS" not in {e["name"] for e in c["env"]}
