@@ -282,3 +282,15 @@ def site_in_thread(
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
+
+
+def main() -> None:
+    """``python tests/fixture_site.py PORT``: serve the site on 127.0.0.1 (used by make demo)."""
+    import sys
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    web.run_app(make_app(), host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
