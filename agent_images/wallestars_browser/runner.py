@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from wallestars_sdk.protocol import Artifact
 from . import payloads
 from .browser import Guard, context_options, launch_options
 from .egress import EgressProxy, NetworkPolicy
-from .tasks import TASKS, Evidence, Outcome, Run, TaskError
+from .tasks import Evidence, Outcome, Run, TaskError, task
 
 log = logging.getLogger("wallestars.browser")
 
@@ -98,7 +99,7 @@ class Attempt:
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
                     run = Run(context, self.evidence, proxy.url, budget, self.progress)
                     try:
-                        return await TASKS[s.task_type](run, payload)
+                        return await task(s.task_type)(run, payload)
                     except asyncio.CancelledError:
                         await self.last_look(context)
                         raise
@@ -145,6 +146,22 @@ async def report(agent: AgentClient, a: Attempt, outcome: Outcome | BaseExceptio
     artifacts = await upload(agent, a.evidence)
     a.timings["uploadMs"] = ms(t)
     metrics = {**(outcome.metrics if isinstance(outcome, Outcome) else {}), **a.timings}
+    t = time.monotonic()
+    try:
+        await send_final(agent, outcome, data, artifacts, metrics)
+    finally:
+        a.timings["callbackMs"] = ms(t)
+        # One line of where the attempt's time went (the callback's own time included).
+        log.info(json.dumps({"timings": a.timings}))
+
+
+async def send_final(
+    agent: AgentClient,
+    outcome: Outcome | BaseException,
+    data: dict[str, Any] | None,
+    artifacts: list[Artifact],
+    metrics: dict[str, float],
+) -> None:
     if isinstance(outcome, Outcome) and outcome.failure is None:
         await agent.succeed(data, artifacts=artifacts, metrics=metrics)
     elif isinstance(outcome, Outcome):
@@ -160,6 +177,16 @@ async def report(agent: AgentClient, a: Attempt, outcome: Outcome | BaseExceptio
                          stack=stack, data=data, artifacts=artifacts, metrics=metrics)  # fmt: skip
 
 
+def process_age_ms() -> float:
+    """How long ago this process started (interpreter start and imports included)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round((uptime - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 async def main() -> int:
     s = RunnerSettings()
     async with AgentClient.from_env() as agent:
@@ -169,6 +196,7 @@ async def main() -> int:
             return await final(agent.fail("UserError", f"bad payload: {e}", retryable=False))
         stop = asyncio.Event()
         a = Attempt(s, agent=agent, stop=stop)
+        a.timings["startupMs"] = process_age_ms()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
