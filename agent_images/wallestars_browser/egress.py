@@ -146,8 +146,12 @@ class EgressProxy:
             stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read())
-        await self._wait_listening()
         return self
+
+    async def ready(self) -> None:
+        """Wait until the proxy listens (Chromium may start meanwhile: it connects to the
+        proxy only with its first request)."""
+        await self._wait_listening()
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

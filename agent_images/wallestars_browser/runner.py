@@ -87,7 +87,11 @@ class Attempt:
                 EgressProxy(policy, Path(work), deny, resolvers) as proxy,
                 async_playwright() as pw,
             ):
-                browser = await pw.chromium.launch(**launch_options(proxy.url, s.chromium))
+                # Chromium starts while the proxy comes up and the task's module is imported.
+                launch = pw.chromium.launch(**launch_options(proxy.url, s.chromium))
+                browser, fn, _ = await asyncio.gather(
+                    launch, asyncio.to_thread(task, s.task_type), proxy.ready()
+                )
                 try:
                     context = await browser.new_context(
                         **context_options(getattr(payload, "viewport", None))
@@ -99,7 +103,7 @@ class Attempt:
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
                     run = Run(context, self.evidence, proxy.url, budget, self.progress)
                     try:
-                        return await task(s.task_type)(run, payload)
+                        return await fn(run, payload)
                     except asyncio.CancelledError:
                         await self.last_look(context)
                         raise

@@ -21,6 +21,7 @@ async def main() -> int:
     s = RunnerSettings(task_type="screenshot")
     with tempfile.TemporaryDirectory() as work:
         async with EgressProxy(NetworkPolicy(), Path(work)) as proxy, async_playwright() as pw:
+            await proxy.ready()
             browser = await pw.chromium.launch(**launch_options(proxy.url, s.chromium))
             page = await (await browser.new_context(**context_options(None))).new_page()
             await page.set_content("<h1>wallestars self-test</h1>")
