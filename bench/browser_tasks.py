@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import localcluster
 from harness import (
     REPO,

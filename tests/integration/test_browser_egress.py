@@ -13,6 +13,7 @@ end-to-end test through the operator is in test_browser_agent.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ async def world() -> AsyncIterator[World]:
         "mapped.test": [["::ffff:127.0.0.2"]],
         # Rebinding: public first, loopback on the next lookup.
         "rebind.test": [["203.0.113.7"], ["127.0.0.2"]],
+        # The fixture site under an allowed and a not-allowed name (host allowlists).
+        "site.test": [["127.0.0.1"]],
+        "other.test": [["127.0.0.1"]],
     })  # fmt: skip
     yield World(site, canary, same_host, v6, ws, resolver, dns)
     await runner.cleanup()
@@ -154,8 +158,6 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
         chromium=CHROMIUM,
         timeout_seconds=600,
     )
-    import os
-
     os.environ["WALLESTARS_SMOKESCREEN"] = str(smokescreen)
     attempt = Attempt(settings)
     outcome = await attempt.run(payloads.parse("e2e-test", payload))
@@ -190,3 +192,26 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
     )
     # The allowed site itself stayed reachable through the same proxy.
     assert by_name["trick-img"]["status"] == "passed"
+
+
+async def test_an_agents_host_allowlist_refuses_every_other_host(world: World) -> None:
+    """allowedHosts: the site by its allowed name loads; the same address under another
+    name is refused by the ACL, before any address check could allow it."""
+    w = world
+    payload = {"steps": [
+        {"action": "goto", "url": f"http://site.test:{w.site.port}/", "name": "allowed"},
+        {"action": "expectText", "selector": "#intro", "value": "Hello"},
+        {"action": "goto", "url": f"http://other.test:{w.site.port}/", "name": "other"},
+    ]}  # fmt: skip
+    network = {"allowedHosts": ["site.test"], "allowPrivateAddresses": [f"127.0.0.1:{w.site.port}"]}
+    os.environ["WALLESTARS_SMOKESCREEN"] = str(
+        localcluster.bin_dirs()["smokescreen"] / "smokescreen"
+    )
+    attempt = Attempt(RunnerSettings(task_type="e2e-test", payload=json.dumps(payload),
+                                     network=json.dumps(network), resolver=w.resolver,
+                                     chromium=CHROMIUM, timeout_seconds=120))  # fmt: skip
+    outcome = await attempt.run(payloads.parse("e2e-test", payload))
+    steps = {s["name"]: s for s in outcome.data["steps"]}
+    assert steps["allowed"]["status"] == "passed" and steps["2. expectText"]["status"] == "passed"
+    assert steps["other"]["status"] == "failed"
+    assert "refused by the egress policy" in steps["other"]["error"], steps["other"]
