@@ -55,6 +55,9 @@ def smokescreen_args(
     for cidr in [*policy.deny_cidrs, *extra_deny]:
         args += ["--deny-range", cidr]
     if acl_file is not None:
+        # Agents have no client certificates (smokescreen's roles): the ACL's default
+        # policy applies to every request, which needs allow_missing_role (config only).
+        args += ["--config-file", str(acl_file.with_name("smokescreen.yaml"))]
         args += ["--egress-acl-file", str(acl_file)]
     return args
 
@@ -137,6 +140,7 @@ class EgressProxy:
         if acl_text is not None:
             acl = self.workdir / "egress-acl.yaml"
             acl.write_text(acl_text)
+            acl.with_name("smokescreen.yaml").write_text('{"allow_missing_role": true}')
         self.port = free_port()
         self.proc = await asyncio.create_subprocess_exec(
             find_smokescreen(),

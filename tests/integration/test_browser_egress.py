@@ -191,7 +191,7 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
         f"not reported as blocked: {unreported}\nblocked: {blocked_urls}\ndenied: {denied_hosts}"
     )
     # The allowed site itself stayed reachable through the same proxy.
-    assert by_name["trick-img"]["status"] == "passed"
+    assert by_name["trick-img"]["status"] == "passed", (by_name["trick-img"], attempt.denied[-5:])
 
 
 async def test_an_agents_host_allowlist_refuses_every_other_host(world: World) -> None:
@@ -212,6 +212,7 @@ async def test_an_agents_host_allowlist_refuses_every_other_host(world: World) -
                                      chromium=CHROMIUM, timeout_seconds=120))  # fmt: skip
     outcome = await attempt.run(payloads.parse("e2e-test", payload))
     steps = {s["name"]: s for s in outcome.data["steps"]}
-    assert steps["allowed"]["status"] == "passed" and steps["2. expectText"]["status"] == "passed"
+    assert steps["allowed"]["status"] == "passed", steps["allowed"]
+    assert steps["2. expectText"]["status"] == "passed", steps
     assert steps["other"]["status"] == "failed"
     assert "refused by the egress policy" in steps["other"]["error"], steps["other"]

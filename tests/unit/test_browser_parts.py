@@ -63,7 +63,8 @@ def test_smokescreen_gets_exactly_the_agents_exceptions() -> None:
     assert args == ["--listen-ip", "127.0.0.1", "--listen-port", "4750",
                     "--resolver-address", "127.0.0.1:53", "--allow-range", "10.9.0.0/16",
                     "--allow-address", "127.0.0.1:8080", "--deny-range", "34.0.0.0/8",
-                    "--deny-range", "100.96.0.0/11", "--egress-acl-file", "/w/acl.yaml"]  # fmt: skip
+                    "--deny-range", "100.96.0.0/11", "--config-file", "/w/smokescreen.yaml",
+                    "--egress-acl-file", "/w/acl.yaml"]  # fmt: skip
 
 
 def test_host_allowlist_becomes_an_enforcing_default_acl() -> None:
