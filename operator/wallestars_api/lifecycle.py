@@ -317,7 +317,7 @@ FAILURE_REASONS = frozenset(
         "DispatchFailed",
         "AssertionFailed",
         "NavigationBlocked",
-    }  # fmt: skip
+    }
 )
 
 
