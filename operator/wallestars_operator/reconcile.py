@@ -562,8 +562,8 @@ class DispatchError(Exception):
 def agent_problem(agent: Mapping[str, Any]) -> str | None:
     """Why an Agent cannot take tasks, or None. (The CRD refuses most of this already.)"""
     spec = agent.get("spec") or {}
-    if spec.get("type") == "browser" and not (spec.get("browser") or {}).get("image"):
-        return "spec.browser.image is not set"
+    if spec.get("type") == "browser" and "browser" not in spec:
+        return "spec.browser is not set"
     if spec.get("type") == "cloud":
         cloud = spec.get("cloud") or {}
         if cloud.get("provider") == "http" and not (cloud.get("http") or {}).get("url"):
