@@ -36,6 +36,7 @@ from wallestars_sdk.keys import derive_attempt_key, encode_key
 
 from wallestars_operator import metrics
 from wallestars_operator.events import EventQueue
+from wallestars_operator.executors import DispatchError, Executors, encode
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import (
     AttemptConfig,
@@ -63,6 +64,8 @@ POSITION_REFRESH_SECONDS = 10.0
 POSITION_WRITES_PER_SECOND = 5.0
 # An agent's auth header Secret is read again after this (so a rotated one is picked up).
 SECRET_TTL_SECONDS = 30.0
+# How often a cloud Agent's function is probed for its Healthy condition.
+HEALTH_SECONDS = 30.0
 # A cloud attempt left Dispatched by a crashed operator, with no callback, is invoked again after this.
 REDELIVER_SECONDS = 5.0
 
@@ -83,7 +86,9 @@ class Reconciler:
         self.masters = masters
         self.cfg = cfg
         self.callback_grace = callback_grace
-        self.http: aiohttp.ClientSession | None = None
+        self.executors = Executors()
+        # Cloud agents' health probes: (namespace, name) -> (problem or None, when probed).
+        self.health: dict[tuple[str, str], tuple[str | None, float]] = {}
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
         # Attempts this process has invoked. After a crash the set is empty, so an http
@@ -102,8 +107,7 @@ class Reconciler:
     async def close(self) -> None:
         if self.busy:  # let writes in flight finish; anything cut off is redone on restart
             await asyncio.wait(list(self.busy.values()), timeout=5)
-        if self.http is not None:
-            await self.http.close()
+        await self.executors.close()
 
     # --- writing ----------------------------------------------------------------------
 
@@ -137,7 +141,8 @@ class Reconciler:
             if phase_of(o) not in TERMINAL and not (o.get("spec") or {}).get("cancel")
         ]
         agents = dict(self.state.agents)
-        views = [AgentView.of(a, ready=agent_problem(a) is None) for a in agents.values()]
+        self.probe_health(agents)
+        views = [AgentView.of(a, ready=self.problem(k, a) is None) for k, a in agents.items()]
         task_views = []
         for o in tasks:
             v = TaskView.of(o)
@@ -411,28 +416,11 @@ class Reconciler:
             now,
         )
         outcome = "ok"
+        ns = meta["namespace"]
         try:
-            if provider != "http":
-                raise DispatchError(
-                    f"provider {provider} is not supported by this operator version"
-                )
-            http = cloud.get("http") or {}
-            headers = {"Content-Type": "application/json"}
-            ref = http.get("authHeaderSecretRef")
-            if ref:
-                value = await self.secret_value(meta["namespace"], ref["name"], ref["key"])
-                if value is None:
-                    raise DispatchError(f"Secret {ref['name']} has no key {ref['key']}")
-                headers[ref.get("header", "Authorization")] = value
-            if self.http is None:
-                self.http = aiohttp.ClientSession()
-            timeout = aiohttp.ClientTimeout(total=float(cloud.get("timeoutSeconds", 30)))
-            async with self.http.post(
-                http["url"], json=body, headers=headers, timeout=timeout
-            ) as r:
-                text = (await r.text())[:300]
-                if r.status >= 300:
-                    raise DispatchError(f"the function answered HTTP {r.status}: {text}")
+            await self.executors.of(provider).invoke(
+                cloud, encode(body), lambda name, key: self.secret_value(ns, name, key)
+            )
         except (DispatchError, aiohttp.ClientError, TimeoutError) as e:
             outcome = "error"
             latest = self.state.tasks.get((meta["namespace"], meta["name"]), obj)
@@ -466,6 +454,33 @@ class Reconciler:
 
     # --- agents -----------------------------------------------------------------------
 
+    def problem(self, k: tuple[str, str], agent: Mapping[str, Any]) -> str | None:
+        """Why an Agent cannot take tasks now: its configuration, or its last health probe."""
+        return agent_problem(agent) or self.health.get(k, (None, 0.0))[0]
+
+    def probe_health(self, agents: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        """Start a health probe of each cloud Agent not probed for HEALTH_SECONDS."""
+        mono = time.monotonic()
+        for k, a in agents.items():
+            spec = a.get("spec") or {}
+            if spec.get("type") != "cloud" or agent_problem(a) is not None:
+                continue
+            last = self.health.get(k)
+            key = (f"agent-health/{k[0]}", k[1])
+            if (last is not None and mono - last[1] < HEALTH_SECONDS) or key in self.busy:
+                continue
+            self.health[k] = (last[0] if last else None, mono)  # no second probe meanwhile
+            self.spawn(key, functools.partial(self._probe, k, spec.get("cloud") or {}))
+
+    async def _probe(self, k: tuple[str, str], cloud: Mapping[str, Any]) -> None:
+        try:
+            problem = await self.executors.of(cloud.get("provider")).health(
+                cloud, lambda name, key: self.secret_value(k[0], name, key)
+            )
+        except DispatchError as e:
+            problem = str(e)
+        self.health[k] = (problem, time.monotonic())
+
     async def agent_status(self, agents: Mapping[tuple[str, str], Mapping[str, Any]], load: Mapping[tuple[str, str], int],
                            queued: Mapping[tuple[str, str], int], now: datetime) -> None:  # fmt: skip
         mono = time.monotonic()
@@ -477,6 +492,7 @@ class Reconciler:
                 queued.get(k, 0),
                 agent_problem(a),
                 bool((a.get("spec") or {}).get("paused")),
+                self.health.get(k, (None, 0.0))[0],
             )
             # Write on change, at most every 2 s per agent, and a heartbeat every 60 s.
             if (
@@ -495,7 +511,7 @@ class Reconciler:
             if phase_of(o) in TERMINAL and st.get("agent"):
                 finished.setdefault((o["metadata"]["namespace"], st["agent"]), []).append(st)
         for k, a, cheap in due:
-            active, waiting, problem, paused = cheap
+            active, waiting, problem, paused, sick = cheap
             recent = sorted(finished.get(k, []), key=lambda s: s.get("completionTime", ""))[-100:]
             rate = (
                 round(sum(1 for s in recent if s.get("phase") == "Succeeded") / len(recent), 3)
@@ -510,8 +526,11 @@ class Reconciler:
             reason, msg = ("Paused", "spec.paused is true: no new task is dispatched") if paused and ready else (
                 ("Ready", "the agent takes tasks") if ready else ("InvalidConfiguration", problem or ""))  # fmt: skip
             conds = set_condition(conds, "Ready", ready and not paused, reason, msg, t)
+            if ready and sick is not None:  # configured right, but its function is not well
+                ready, reason, msg = False, "Unhealthy", sick
+                conds = set_condition(conds, "Ready", False, "Unhealthy", sick, t)
             conds = set_condition(
-                conds, "Healthy", ready, "Healthy" if ready else "InvalidConfiguration", msg, t
+                conds, "Healthy", ready, reason if not ready else "Healthy", msg, t
             )
             status: dict[str, Any] = {
                 "activeTasks": active,
@@ -555,10 +574,6 @@ def jitter() -> float:
     return random.random()  # noqa: S311
 
 
-class DispatchError(Exception):
-    pass
-
-
 def agent_problem(agent: Mapping[str, Any]) -> str | None:
     """Why an Agent cannot take tasks, or None. (The CRD refuses most of this already.)"""
     spec = agent.get("spec") or {}
@@ -568,6 +583,12 @@ def agent_problem(agent: Mapping[str, Any]) -> str | None:
         cloud = spec.get("cloud") or {}
         if cloud.get("provider") == "http" and not (cloud.get("http") or {}).get("url"):
             return "spec.cloud.http.url is not set"
-        if cloud.get("provider") in ("aws-lambda", "azure-functions"):
-            return f"provider {cloud.get('provider')} arrives in a later version of the operator"
+        if cloud.get("provider") == "aws-lambda" and not (cloud.get("aws") or {}).get(
+            "functionName"
+        ):
+            return "spec.cloud.aws.functionName is not set"
+        if cloud.get("provider") == "azure-functions" and not (cloud.get("azure") or {}).get(
+            "functionURL"
+        ):
+            return "spec.cloud.azure.functionURL is not set"
     return None

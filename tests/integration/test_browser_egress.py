@@ -145,9 +145,12 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
     for name, url in direct:
         steps.append({"action": "goto", "url": url, "name": name, "continueOnFailure": True,
                       "timeoutMs": 10_000})  # fmt: skip
+    # A refused redirect's last hop can still be settling when goto returns: let it.
+    steps.append({"action": "wait", "timeoutMs": 1000, "continueOnFailure": True})
     for name, url in page_tricks:
         steps.append({"action": "goto", "url": url, "name": name, "continueOnFailure": True})
         steps.append({"action": "wait", "timeoutMs": 400, "continueOnFailure": True})
+    steps.append({"action": "goto", "url": f"{w.site.url}/", "name": "site-still-reachable"})
     payload = {"steps": steps}
     smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
     settings = RunnerSettings(
@@ -191,7 +194,7 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
         f"not reported as blocked: {unreported}\nblocked: {blocked_urls}\ndenied: {denied_hosts}"
     )
     # The allowed site itself stayed reachable through the same proxy.
-    assert by_name["trick-img"]["status"] == "passed", (by_name["trick-img"], attempt.denied[-5:])
+    assert by_name["site-still-reachable"]["status"] == "passed", by_name["site-still-reachable"]
 
 
 async def test_an_agents_host_allowlist_refuses_every_other_host(world: World) -> None:
