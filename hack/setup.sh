@@ -26,6 +26,6 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -U "pip>=25.1"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[browser]' --group dev
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[browser,cloud]' --group dev
   rm -f .venv/.installed-* && touch "$stamp"
 fi

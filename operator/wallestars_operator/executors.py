@@ -147,7 +147,7 @@ class LambdaExecutor:
         cache_key = (aws.get("region", ""), aws.get("endpointURL", ""), *sorted(creds.values()))
         if cache_key not in self.clients:
             timeout = float(cloud.get("timeoutSeconds", 30))
-            config = Config(retries={"max_attempts": 1, "mode": "standard"},
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
                             connect_timeout=min(timeout, 10), read_timeout=timeout)  # fmt: skip
             self.clients[cache_key] = await asyncio.to_thread(
                 boto3.client, "lambda", region_name=aws.get("region") or None,

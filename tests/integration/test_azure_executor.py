@@ -1,0 +1,72 @@
+"""The operator's azure-functions executor against an HTTP trigger served on loopback
+(the trigger's contract: POST with x-functions-key, 202 at once; GET healthURL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from wallestars_operator.executors import DispatchError, azure_executor
+
+
+@pytest.fixture
+async def trigger() -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, Any], dict[str, int]]]:
+    seen: list[dict[str, Any]] = []
+    answer = {"status": 202, "health": 200}
+
+    async def post(r: web.Request) -> web.Response:
+        seen.append({"key": r.headers.get("x-functions-key"), "body": await r.json()})
+        return web.Response(status=answer["status"], text="queued")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(status=answer["health"])
+
+    app = web.Application()
+    app.router.add_post("/api/wallestars", post)
+    app.router.add_get("/api/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    cloud = {"provider": "azure-functions", "timeoutSeconds": 5,
+             "azure": {"functionURL": f"{base}/api/wallestars", "healthURL": f"{base}/api/health",
+                       "functionKeySecretRef": {"name": "fn", "key": "key"}}}  # fmt: skip
+    yield seen, cloud, answer
+    await runner.cleanup()
+
+
+async def secret(name: str, key: str) -> str | None:
+    return "the-function-key" if (name, key) == ("fn", "key") else None
+
+
+async def test_posts_the_invocation_with_the_function_key(trigger: Any) -> None:
+    seen, cloud, _ = trigger
+    ex = azure_executor()
+    await ex.invoke(cloud, b'{"attempt": 1}', secret)
+    await ex.close()
+    assert seen == [{"key": "the-function-key", "body": {"attempt": 1}}]
+
+
+async def test_a_refusal_is_a_dispatch_error_and_health_follows_the_health_url(
+    trigger: Any,
+) -> None:
+    _, cloud, answer = trigger
+    ex = azure_executor()
+    assert await ex.health(cloud, secret) is None
+    answer.update(status=500, health=503)
+    with pytest.raises(DispatchError, match="HTTP 500: queued"):
+        await ex.invoke(cloud, b"{}", secret)
+    assert "answered HTTP 503" in (await ex.health(cloud, secret) or "")
+    await ex.close()
+
+
+async def test_a_missing_key_is_refused_before_sending(trigger: Any) -> None:
+    seen, cloud, _ = trigger
+    cloud["azure"]["functionKeySecretRef"] = {"name": "other", "key": "key"}
+    ex = azure_executor()
+    with pytest.raises(DispatchError, match="Secret other has no key key"):
+        await ex.invoke(cloud, b"{}", secret)
+    await ex.close()
+    assert seen == []
