@@ -41,6 +41,7 @@ class FakeLambda:
     handler: Callable[[dict[str, Any]], Any] | None = None
     calls: list[Call] = field(default_factory=list)
     deliveries: int = 1  # how many times an accepted event is handed to the handler
+    outcomes: list[Any] = field(default_factory=list)  # what each handler run returned
 
     @property
     def accepted(self) -> list[Call]:
@@ -58,7 +59,8 @@ class FakeLambda:
         if self.handler is not None:
             event = json.loads(body)
             for _ in range(self.deliveries):  # Lambda may deliver one event more than once
-                asyncio.get_running_loop().run_in_executor(None, self.handler, event)
+                fut = asyncio.get_running_loop().run_in_executor(None, self.handler, event)
+                fut.add_done_callback(lambda f: self.outcomes.append(f.result()))
         return web.Response(status=202)
 
     async def get_function(self, request: web.Request) -> web.Response:

@@ -236,6 +236,8 @@ def invocation(
         "type": spec["type"],
         "payload": spec.get("payload") or {},
         "attempt": attempt,
+        # Lambda may deliver one event twice: the same key, and the webhook's id dedupe.
+        "idempotencyKey": f"{meta['uid']}/{attempt}",
         "agentId": agent,
         "callbackUrl": callback_url(cfg, meta["uid"], attempt),
         "key": key_text,

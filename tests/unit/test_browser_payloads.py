@@ -15,7 +15,7 @@ PAYLOAD = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
     "properties"
 ]["payload"]["properties"]
 # Payload fields for other task types (api-test, custom), not the browser's.
-NOT_BROWSER = {"method", "headers", "body", "expectStatus", "data"}
+NOT_BROWSER = {"method", "headers", "body", "expectStatus", "data", "assertions", "requests"}
 
 
 def aliases(model: type[BaseModel]) -> set[str]:

@@ -1,0 +1,1 @@
+../aws_lambda/my_tasks.py

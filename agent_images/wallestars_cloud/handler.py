@@ -1,0 +1,101 @@
+"""Run one invocation: parse it, run its task type, call back (success or typed failure)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from wallestars_sdk import AgentClient
+from wallestars_sdk.client import AgentConfig, CallbackRejected
+from wallestars_sdk.keys import decode_key
+
+log = logging.getLogger("wallestars.cloud")
+
+
+class TaskRef(BaseModel):
+    namespace: str
+    name: str
+    uid: str
+
+
+class Invocation(BaseModel):
+    """What the operator sends a cloud agent (operator/wallestars_operator/manifests.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task: TaskRef
+    type: str
+    payload: dict[str, Any] = {}
+    attempt: int
+    agentId: str = "cloud-agent"
+    callbackUrl: str
+    key: str
+    timeoutSeconds: int = 300
+    deadline: str | None = None
+    idempotencyKey: str = ""
+
+
+class Failed(Exception):
+    """A task's checks did not pass (AssertionFailed) or its input is wrong (UserError):
+    retrying cannot help. ``data`` still travels with the failure."""
+
+    def __init__(self, code: str, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+TaskFn = Callable[[dict[str, Any], Invocation], Awaitable[dict[str, Any]]]
+TASKS: dict[str, TaskFn] = {}
+
+
+def task(name: str) -> Callable[[TaskFn], TaskFn]:
+    """Register a task type: ``async def fn(payload, invocation) -> result data``."""
+
+    def register(fn: TaskFn) -> TaskFn:
+        TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def client(inv: Invocation) -> AgentClient:
+    config = AgentConfig(
+        callback_url=inv.callbackUrl, task_uid=inv.task.uid, task_namespace=inv.task.namespace,
+        task_name=inv.task.name, attempt=inv.attempt, agent_id=inv.agentId,
+    )  # fmt: skip
+    return AgentClient(config, decode_key(inv.key))
+
+
+async def handle(event: dict[str, Any]) -> str:
+    """Run the invocation ``event``; returns how it ended (for the provider's log)."""
+    from wallestars_cloud import tasks  # noqa: F401 (registers the built-in task types)
+
+    try:
+        inv = Invocation.model_validate(event)
+    except ValidationError as e:
+        # No callback URL or key to answer with: the provider's log is all there is.
+        log.error("not a Wallestars invocation: %s", e)
+        return "invalid-invocation"
+    async with client(inv) as agent:
+        try:
+            fn = TASKS.get(inv.type)
+            if fn is None:
+                raise Failed("UserError", f"task type {inv.type!r} is not known to this function "
+                             f"(known: {sorted(TASKS)})")  # fmt: skip
+            await agent.progress(10)
+            data = await fn(inv.payload, inv)
+            await agent.succeed(data)
+            return "succeeded"
+        except Failed as e:
+            await agent.fail(e.code, e.message, retryable=False, data=e.data)
+            return e.code
+        except CallbackRejected as e:
+            log.warning("callback refused (%s): %s", inv.idempotencyKey, e)  # e.g. 410 on a repeat
+            return f"refused-{e.status}"
+        except Exception as e:  # the task's own failure: retryable by the operator's policy
+            await agent.fail("AgentError", f"{type(e).__name__}: {e}", retryable=True,
+                             stack="".join(traceback.format_exception(e)))  # fmt: skip
+            return "error"

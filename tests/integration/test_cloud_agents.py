@@ -1,0 +1,212 @@
+"""Cloud agents end to end on the real control plane: the operator invokes the function
+through the provider's real client (boto3 against a local Lambda API endpoint; the
+Azure HTTP trigger contract on loopback); the real handler code from agent_images/ runs
+the task against a loopback API and calls back to the webhook service."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+from aiohttp import web
+from harness import REPO, Kubectl, OperatorProcess, WebhookService, phase_is, wait_for
+
+from tests.fake_lambda import FakeLambda, serve
+
+# The templates' modules, loaded from their folders as Lambda and the Functions host do.
+sys.path.insert(0, str(REPO / "agent_images" / "aws_lambda"))
+lambda_handler = importlib.import_module("handler")
+
+sys.path.insert(0, str(REPO / "agent_images" / "azure_functions"))
+function_app = importlib.import_module("function_app")
+
+pytestmark = pytest.mark.cluster
+TERMINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
+
+
+class Loop:
+    """An event loop in a thread for the servers a synchronous test needs."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+async def api_server() -> tuple[str, web.AppRunner]:
+    """The API under test: JSON items, a header, and a slow endpoint."""
+
+    async def items(_: web.Request) -> web.Response:
+        return web.json_response({"items": [{"id": 1, "name": "first"}], "count": 1},
+                                 headers={"X-Api-Version": "2"})  # fmt: skip
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/items", items)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[tuple[Loop, FakeLambda, str, str]]:
+    loop = Loop()
+    fake = FakeLambda(handler=lambda_handler.handler)
+    lambda_url, r1 = loop.run(serve(fake))
+    api, r2 = loop.run(api_server())
+    yield loop, fake, lambda_url, api
+    loop.run(r1.cleanup())
+    loop.run(r2.cleanup())
+    loop.stop()
+
+
+def lambda_agent(k: Kubectl, endpoint: str) -> None:
+    k("create", "secret", "generic", "aws-creds", "--from-literal=AWS_ACCESS_KEY_ID=AKIDEXAMPLE",
+      "--from-literal=AWS_SECRET_ACCESS_KEY=not-a-real-secret")  # fmt: skip
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "lambda"},
+             "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 5,
+                      "cloud": {"provider": "aws-lambda", "aws": {
+                          "functionName": "wallestars-agent", "qualifier": "live", "region": "eu-west-1",
+                          "endpointURL": endpoint, "credentialsSecretRef": {"name": "aws-creds"}}}}})  # fmt: skip
+
+
+def api_task(k: Kubectl, name: str, agent: str, api: str, version: str, **spec: Any) -> None:
+    payload = {"requests": [
+        {"url": f"{api}/items", "expectStatus": 200, "assertions": [
+            {"header": "X-Api-Version", "equals": version},
+            {"jsonPath": "$.items[0].name", "equals": "first"},
+            {"jsonPath": "$.count", "equals": "1"},
+            {"latencyMs": 5000}]},
+        {"url": f"{api}/slow", "assertions": [{"status": 200}, {"latencyMs": 5000}]}]}  # fmt: skip
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+             "spec": {"agentRef": agent, "type": "api-test", "payload": payload,
+                      "retries": {"limit": 2, "backoffSeconds": 1}, **spec}})  # fmt: skip
+
+
+def test_lambda_api_test_end_to_end(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    world: tuple[Loop, FakeLambda, str, str],
+) -> None:  # fmt: skip
+    _, fake, endpoint, api = world
+    lambda_agent(kubectl, endpoint)
+    wait_for("the Lambda agent to be healthy", lambda: any(
+        c["type"] == "Healthy" and c["status"] == "True"
+        for c in kubectl.json("get", "agent", "lambda").get("status", {}).get("conditions", [])), timeout=30)  # fmt: skip
+    before = len(fake.accepted)
+    api_task(kubectl, "api-ok", "lambda", api, "2")
+    api_task(kubectl, "api-bad", "lambda", api, "3")
+    ok = wait_for("api-ok", lambda: phase_is(kubectl, "api-ok", *TERMINAL), timeout=60)
+    bad = wait_for("api-bad", lambda: phase_is(kubectl, "api-bad", *TERMINAL), timeout=60)
+
+    assert ok["phase"] == "Succeeded", ok
+    reqs = ok["result"]["data"]["requests"]
+    assert [v["passed"] for v in reqs[0]["assertions"]] == [True] * 5
+    assert reqs[1]["assertions"][1]["actual"] >= 300  # the slow endpoint's latency, measured
+    assert bad["phase"] == "Failed" and bad["reason"] == "AssertionFailed", bad
+    assert len(bad["attempts"]) == 1  # an assertion is not retried
+    [header] = [
+        v
+        for v in bad["result"]["data"]["requests"][0]["assertions"]
+        if v["assertion"].startswith("header")
+    ]
+    assert header == {"assertion": "header X-Api-Version", "passed": False, "actual": "2"}
+    # boto3 sent what the Agent says, once per attempt.
+    calls = fake.accepted[before:]
+    assert len(calls) == 2 and {(c.function, c.qualifier, c.invocation_type) for c in calls} == {
+        ("wallestars-agent", "live", "Event")}  # fmt: skip
+    event = json.loads(calls[0].payload)
+    assert {
+        "task",
+        "type",
+        "payload",
+        "attempt",
+        "callbackUrl",
+        "key",
+        "deadline",
+        "idempotencyKey",
+    } <= set(event)
+
+
+def test_an_event_delivered_twice_ends_the_task_once(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    world: tuple[Loop, FakeLambda, str, str],
+) -> None:  # fmt: skip
+    _, fake, endpoint, api = world
+    lambda_agent(kubectl, endpoint)
+    fake.deliveries = 2
+    before = len(fake.outcomes)
+    try:
+        api_task(kubectl, "twice", "lambda", api, "2")
+        wait_for("both deliveries to run", lambda: len(fake.outcomes) >= before + 2, timeout=60)
+    finally:
+        fake.deliveries = 1
+    runs = sorted(o["outcome"] for o in fake.outcomes[before:])
+    assert runs == ["refused-410", "succeeded"], runs  # the handler really ran twice
+    st = phase_is(kubectl, "twice", *TERMINAL)
+    assert st["phase"] == "Succeeded" and len(st["attempts"]) == 1
+    final = [c for c in st["callbacks"] if c["status"] in ("success", "failure")]
+    assert len(final) == 1, st["callbacks"]  # the repeat was refused (410), not written
+
+
+def test_azure_functions_http_trigger_end_to_end(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    world: tuple[Loop, FakeLambda, str, str],
+) -> None:  # fmt: skip
+    loop, _, _, api = world
+    keys: list[str | None] = []
+
+    async def trigger(r: web.Request) -> web.Response:
+        """The Functions host: the HTTP trigger's code, then its queue message to the
+        queue trigger's code (in a worker thread, as the host runs it)."""
+        keys.append(r.headers.get("x-functions-key"))
+        queued: list[str] = []
+
+        class Out:
+            def set(self, v: str) -> None:
+                queued.append(v)
+
+        req = func.HttpRequest("POST", str(r.url), headers=dict(r.headers), body=await r.read())
+        resp = function_app.accept(req, Out())
+        for body in queued:
+            asyncio.get_running_loop().run_in_executor(
+                None, function_app.run, func.QueueMessage(body=body)
+            )
+        return web.Response(status=resp.status_code, body=resp.get_body())
+
+    app = web.Application()
+    app.router.add_post("/api/wallestars", trigger)
+    runner = web.AppRunner(app, access_log=None)
+    loop.run(runner.setup())
+    loop.run(web.TCPSite(runner, "127.0.0.1", 0).start())
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/wallestars"
+    try:
+        kubectl("create", "secret", "generic", "fn-key", "--from-literal=key=the-function-key")
+        kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "azure"},
+                       "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 2, "cloud": {"provider": "azure-functions",
+                                "azure": {"functionURL": url, "functionKeySecretRef": {"name": "fn-key", "key": "key"}}}}})  # fmt: skip
+        api_task(kubectl, "az", "azure", api, "2")
+        st = wait_for("az", lambda: phase_is(kubectl, "az", *TERMINAL), timeout=60)
+    finally:
+        loop.run(runner.cleanup())
+    assert st["phase"] == "Succeeded", st
+    assert keys and set(keys) == {"the-function-key"}
+    assert st["result"]["data"]["passed"] is True
