@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from wallestars_sdk import AgentClient
@@ -51,10 +51,13 @@ TaskFn = Callable[[dict[str, Any], Invocation], Awaitable[dict[str, Any]]]
 TASKS: dict[str, TaskFn] = {}
 
 
-def task(name: str) -> Callable[[TaskFn], TaskFn]:
+F = TypeVar("F", bound=TaskFn)
+
+
+def task(name: str) -> Callable[[F], F]:
     """Register a task type: ``async def fn(payload, invocation) -> result data``."""
 
-    def register(fn: TaskFn) -> TaskFn:
+    def register(fn: F) -> F:
         TASKS[name] = fn
         return fn
 
