@@ -120,7 +120,7 @@ def token_kubeconfig(cluster: localcluster.Cluster, path: Path, namespace: str, 
 
 
 def install_chart_rbac(cluster: localcluster.Cluster) -> None:
-    """The chart's own RBAC for the webhook service, rendered by helm and applied."""
+    """The chart's RBAC for the operator and the webhook service, rendered by helm and applied."""
     k = Kubectl(cluster.kubeconfig)
     k.run("create", "namespace", SYSTEM_NS, check=False)
     helm = localcluster.bin_dirs()["helm"] / "helm"
@@ -285,16 +285,18 @@ class OperatorProcess:
 def start_operator(
     cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], callback_base: str, **env: str
 ) -> OperatorProcess:
-    """The operator as a process (admin identity until the chart's RBAC for it lands)."""
+    """The operator as a process, under the chart's RBAC for it (a bound SA token)."""
     tmp.mkdir(parents=True, exist_ok=True)
+    install_chart_rbac(cluster)
+    kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", SYSTEM_NS, "wallestars-operator")
     keys = tmp / "master-keys"
     keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
     Kubectl(cluster.kubeconfig).run("create", "namespace", SYSTEM_NS, check=False)
     metrics_port, liveness_port = free_port(), free_port()
     full = {
         **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "WALLESTARS_KUBECONFIG": str(cluster.kubeconfig),
+        "KUBECONFIG": str(kubeconfig),
+        "WALLESTARS_KUBECONFIG": str(kubeconfig),
         "WALLESTARS_MASTER_KEYS_FILE": str(keys),
         "WALLESTARS_CALLBACK_BASE_URL": callback_base,
         "WALLESTARS_LEASE_NAMESPACE": SYSTEM_NS,

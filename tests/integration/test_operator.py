@@ -273,3 +273,41 @@ def test_agent_selection_by_capability_and_load_and_paused_agents(
     )
     ready = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Paused")
+
+
+def test_operator_rbac_is_least_privilege(operator: OperatorProcess, kubectl: Kubectl) -> None:
+    """The operator in these tests runs under the chart's ClusterRole (a bound token of
+    its service account); this is what that role allows and, as much, what it does not."""
+    who = "--as=system:serviceaccount:wallestars-system:wallestars-operator"
+
+    def can(*args: str) -> bool:
+        return (
+            kubectl.run("auth", "can-i", *args, who, check=False, namespaced=False).stdout.strip()
+            == "yes"
+        )
+
+    tasks, agents = "agenttasks.agents.wallestars.io", "agents.agents.wallestars.io"
+    for allowed in (
+        ("watch", tasks, "-A"), ("delete", tasks, "-n", "any"),
+        ("patch", tasks, "--subresource=status", "-n", "any"),
+        ("watch", agents, "-A"), ("patch", agents, "--subresource=status", "-n", "any"),
+        ("create", "jobs.batch", "-n", "any"), ("delete", "jobs.batch", "-n", "any"),
+        ("create", "secrets", "-n", "any"), ("get", "secrets/agent-key", "-n", "any"),
+        ("list", "pods", "-n", "any"), ("create", "events.events.k8s.io", "-n", "any"),
+        ("update", "leases.coordination.k8s.io/wallestars-operator", "-n", "wallestars-system"),
+    ):  # fmt: skip
+        assert can(*allowed), allowed
+    for denied in (
+        ("patch", tasks, "-n", "any"),  # a task's spec is the user's
+        ("create", tasks, "-n", "any"),
+        ("patch", agents, "-n", "any"),
+        ("list", "secrets", "-n", "any"), ("watch", "secrets", "-A"),
+        ("delete", "secrets", "-n", "any"), ("update", "secrets", "-n", "any"),
+        ("create", "pods", "-n", "any"), ("delete", "pods", "-n", "any"),
+        ("patch", "jobs.batch", "-n", "any"),
+        ("update", "leases.coordination.k8s.io/kube-scheduler", "-n", "wallestars-system"),
+        ("create", "leases.coordination.k8s.io", "-n", "kube-system"),
+        ("create", "events", "-n", "any"),  # core/v1 events: only events.k8s.io
+        ("*", "*"),
+    ):  # fmt: skip
+        assert not can(*denied), denied
