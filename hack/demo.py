@@ -37,9 +37,11 @@ TERMINAL = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled"
 
 
 def main() -> int:
-    state = REPO / ".cluster" / "dev"
-    print("starting the control plane in .cluster/dev ...", flush=True)
-    cluster = localcluster.up(state)
+    # WALLESTARS_DEMO_DIR: another state dir on free ports (the test of this demo uses it).
+    custom = os.environ.get("WALLESTARS_DEMO_DIR")
+    state = Path(custom) if custom else REPO / ".cluster" / "dev"
+    print(f"starting the control plane in {state} ...", flush=True)
+    cluster = localcluster.up(state, ports=localcluster.Ports.free() if custom else None)
     admin = Kubectl(cluster.kubeconfig)
     admin("apply", "--server-side", "-f", str(REPO / "crds"))
     admin("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
