@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,11 +37,13 @@ from harness import (
     Kubectl,
     dispatched_task,
     free_port,
-    install_chart_rbac,
+    install_api,
     start_service,
     wait_for,
 )
 from wallestars_sdk.keys import encode_key
+
+from bench.load import pct
 
 NS = "bench-browser"
 
@@ -122,7 +123,8 @@ def timings(stderr: str) -> dict[str, float]:
 
 
 def median(xs: list[float]) -> float:
-    return round(statistics.median(xs), 1) if xs else float("nan")
+    """The 50th percentile by the benchmarks' one rule (bench.load.pct), rounded."""
+    return round(pct(xs, 50), 1)
 
 
 def main() -> None:
@@ -142,11 +144,8 @@ def main() -> None:
     site = f"http://127.0.0.1:{port}"
     svc = None
     try:
-        k0 = Kubectl(cluster.kubeconfig)
-        k0("apply", "--server-side", "-f", str(REPO / "crds"))
-        k0("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        install_chart_rbac(cluster)
-        k0("create", "namespace", NS)
+        install_api(cluster)
+        Kubectl(cluster.kubeconfig)("create", "namespace", NS)
         k = Kubectl(cluster.kubeconfig, NS)
         tmp = Path(tempfile.mkdtemp())
         svc = start_service(cluster, tmp / "webhooks", [os.urandom(32)])
@@ -192,7 +191,7 @@ def main() -> None:
                 "agent_ms": split,
                 "bare_ms": median(bare_wall),
                 "bare_peak_mb": median(bare_mem),
-                "overhead_ratio": round(statistics.median(agent["totalMs"]) / statistics.median(bare_wall), 2),
+                "overhead_ratio": round(pct(agent["totalMs"], 50) / pct(bare_wall, 50), 2),
                 "runs": a.runs,
             }  # fmt: skip
             print(json.dumps({kind: results[kind]}), flush=True)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 import localcluster
-from harness import REPO, Kubectl, WebhookService, install_chart_rbac, start_service
+from harness import REPO, Kubectl, WebhookService, install_api, start_service
 from wallestars_sdk.signing import sign_headers
 
 from bench.load import pct
@@ -188,9 +188,7 @@ def main() -> None:
     )
     try:
         k = Kubectl(cluster.kubeconfig)
-        k("apply", "--server-side", "-f", str(REPO / "crds"))
-        k("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        install_chart_rbac(cluster)
+        install_api(cluster)
         ns = "bench"
         k("create", "namespace", ns)
         tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)

@@ -20,7 +20,7 @@ from harness import (
     Kubectl,
     OperatorProcess,
     WebhookService,
-    install_chart_rbac,
+    install_api,
     start_operator,
     start_service,
 )
@@ -282,11 +282,8 @@ def bench_environment(
     cluster = localcluster.up(state, ports=localcluster.Ports.free(), audit=audit)
     procs: list[Any] = []
     try:
-        k0 = Kubectl(cluster.kubeconfig)
-        k0("apply", "--server-side", "-f", str(REPO / "crds"))
-        k0("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        install_chart_rbac(cluster)
-        k0("create", "namespace", ns)
+        install_api(cluster)
+        Kubectl(cluster.kubeconfig)("create", "namespace", ns)
         masters = [os.urandom(32)]
         svc = start_service(cluster, Path(tempfile.mkdtemp()), masters)
         procs.append(svc)

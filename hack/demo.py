@@ -22,10 +22,11 @@ from pathlib import Path
 import localcluster
 from harness import (
     REPO,
+    TERMINAL_PHASES,
     Kubectl,
     browser_agent,
     free_port,
-    install_chart_rbac,
+    install_api,
     phase_is,
     start_operator,
     start_service,
@@ -33,7 +34,6 @@ from harness import (
 )
 
 NS = "demo"
-TERMINAL = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled")
 
 
 def main() -> int:
@@ -43,9 +43,7 @@ def main() -> int:
     print(f"starting the control plane in {state} ...", flush=True)
     cluster = localcluster.up(state, ports=localcluster.Ports.free() if custom else None)
     admin = Kubectl(cluster.kubeconfig)
-    admin("apply", "--server-side", "-f", str(REPO / "crds"))
-    admin("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    install_chart_rbac(cluster)
+    install_api(cluster)
     admin.run("create", "namespace", NS, check=False)
     admin("label", "--overwrite", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
     k = Kubectl(cluster.kubeconfig, NS)
@@ -78,7 +76,7 @@ def main() -> int:
                      "spec": {"agentRef": "chromium", "type": type_, "payload": payload}})  # fmt: skip
         t0 = time.monotonic()
         for name in tasks:
-            wait_for(name, lambda n=name: phase_is(k, n, *TERMINAL), timeout=180)  # type: ignore[misc]
+            wait_for(name, lambda n=name: phase_is(k, n, *TERMINAL_PHASES), timeout=180)  # type: ignore[misc]
         print(f"\nall finished in {time.monotonic() - t0:.1f} s\n")
         # The Agent's counters are refreshed by the operator a moment later.
         wait_for("the Agent's status", lambda: k.json("get", "agent", "chromium")

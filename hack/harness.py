@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import localcluster
+from wallestars_api.lifecycle import TERMINAL
 from wallestars_sdk.keys import derive_attempt_key, encode_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +83,7 @@ def wait_for(
 
 
 SYSTEM_NS = "wallestars-system"
+TERMINAL_PHASES = tuple(sorted(p.value for p in TERMINAL))
 WEBHOOK_USER = f"system:serviceaccount:{SYSTEM_NS}:wallestars-webhooks"
 
 
@@ -117,6 +119,15 @@ def token_kubeconfig(cluster: localcluster.Cluster, path: Path, namespace: str, 
         )
     )
     return path
+
+
+def install_api(cluster: localcluster.Cluster) -> None:
+    """A fresh control plane made ready for the product: the CRDs (established) and the
+    chart's RBAC for the operator and the webhook service."""
+    k = Kubectl(cluster.kubeconfig)
+    k("apply", "--server-side", "-f", str(REPO / "crds"))
+    k("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    install_chart_rbac(cluster)
 
 
 def install_chart_rbac(cluster: localcluster.Cluster) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import servers
+
 ERRORS = {
     429: "TooManyRequestsException",
     500: "ServiceException",
@@ -75,8 +77,4 @@ class FakeLambda:
 
 
 async def serve(fake: FakeLambda) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+    return await servers.serve(fake.app())

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import html
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.servers import Loop, serve
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:20px}} .box{{width:200px;height:100px}}</style>
@@ -244,12 +245,8 @@ class Site:
 
 async def start_site(host: str = "127.0.0.1", canary_url: str = "") -> tuple[Site, web.AppRunner]:
     app = make_app(canary_url)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return Site(f"http://{host}:{port}", app, host, port), runner
+    url, runner = await serve(app, host)
+    return Site(url, app, host, runner.addresses[0][1]), runner
 
 
 @contextmanager
@@ -257,31 +254,19 @@ def site_in_thread(
     canary_hosts: tuple[str, ...] = ("127.0.0.2",),
 ) -> Iterator[tuple[Site, list[Canary]]]:
     """The site and canaries on their own event loop in a thread (for synchronous tests)."""
-    loop = asyncio.new_event_loop()
-    ready: dict[str, object] = {}
-    started = threading.Event()
+    loop = Loop()
 
-    async def boot() -> None:
+    async def boot() -> tuple[Site, web.AppRunner, list[Canary]]:
         canaries = [await Canary(h).start() for h in canary_hosts]
         site, runner = await start_site(canary_url=canaries[0].url + "/sw" if canaries else "")
-        ready.update(site=site, runner=runner, canaries=canaries)
-        started.set()
+        return site, runner, canaries
 
-    t = threading.Thread(
-        target=lambda: (loop.run_until_complete(boot()), loop.run_forever()), daemon=True
-    )
-    t.start()
-    started.wait(10)
+    site, runner, canaries = loop.run(boot(), 10)
     try:
-        yield ready["site"], ready["canaries"]  # type: ignore[misc]
+        yield site, canaries
     finally:
-
-        async def stop() -> None:
-            await ready["runner"].cleanup()  # type: ignore[attr-defined]
-
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(5)
+        loop.run(runner.cleanup(), 10)
+        loop.stop()
 
 
 def main() -> None:

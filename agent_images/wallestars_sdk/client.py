@@ -135,12 +135,7 @@ class AgentClient:
         metrics: dict[str, float] | None = None,
         partial: bool = False,
     ) -> CallbackResponse:
-        results = Results(
-            data=data,
-            artifacts=artifacts or [],
-            logs=(logs or "")[-LOG_TAIL_LIMIT:] or None,
-            metrics=metrics or {},
-        )
+        results = _results(data, artifacts, logs, metrics)
         status = CallbackStatus.PARTIAL if partial else CallbackStatus.SUCCESS
         return await self.send(
             self.body(status, progress=100 if not partial else None, results=results)
@@ -166,12 +161,7 @@ class AgentClient:
         )
         results = None
         if logs or data is not None or artifacts or metrics:
-            results = Results(
-                data=data,
-                artifacts=artifacts or [],
-                logs=(logs or "")[-LOG_TAIL_LIMIT:] or None,
-                metrics=metrics or {},
-            )
+            results = _results(data, artifacts, logs, metrics)
         return await self.send(self.body(CallbackStatus.FAILURE, error=err, results=results))
 
     async def send(self, body: CallbackBody, webhook_id: str | None = None) -> CallbackResponse:
@@ -235,6 +225,21 @@ class AgentClient:
         if ref.sha256 != hashlib.sha256(raw).hexdigest():
             raise CallbackRejected(502, "the service stored different bytes than were sent")
         return ref
+
+
+def _results(
+    data: dict[str, Any] | None,
+    artifacts: list[Artifact] | None,
+    logs: str | None,
+    metrics: dict[str, float] | None,
+) -> Results:
+    """A callback's results, the log cut to its tail."""
+    return Results(
+        data=data,
+        artifacts=artifacts or [],
+        logs=(logs or "")[-LOG_TAIL_LIMIT:] or None,
+        metrics=metrics or {},
+    )
 
 
 def sign_seed_headers(

@@ -10,6 +10,8 @@ import pytest
 from aiohttp import web
 from wallestars_operator.executors import DispatchError, azure_executor
 
+from tests.servers import serve
+
 
 @pytest.fixture
 async def trigger() -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, Any], dict[str, int]]]:
@@ -26,10 +28,7 @@ async def trigger() -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, Any],
     app = web.Application()
     app.router.add_post("/api/wallestars", post)
     app.router.add_get("/api/health", health)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    base, runner = await serve(app)
     cloud = {"provider": "azure-functions", "timeoutSeconds": 5,
              "azure": {"functionURL": f"{base}/api/wallestars", "healthURL": f"{base}/api/health",
                        "functionKeySecretRef": {"name": "fn", "key": "key"}}}  # fmt: skip

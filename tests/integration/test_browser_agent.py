@@ -18,6 +18,7 @@ from typing import Any
 import localcluster
 import pytest
 from harness import (
+    TERMINAL_PHASES,
     Kubectl,
     OperatorProcess,
     WebhookService,
@@ -36,7 +37,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (hack/setup.sh)"),
 ]
-TERMINAL = ("Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def finished(kubectl: Kubectl, *names: str, timeout: float = 180) -> dict[str, d
 
     def all_done() -> bool:
         for n in names:
-            if n not in out and (st := phase_is(kubectl, n, *TERMINAL)):
+            if n not in out and (st := phase_is(kubectl, n, *TERMINAL_PHASES)):
                 out[n] = st
         return len(out) == len(names)
 
@@ -242,7 +242,7 @@ def test_e2e_failure_at_step_3_of_5(
 
 
 def running(kubectl: Kubectl, name: str) -> Any:
-    return phase_is(kubectl, name, "Running", *TERMINAL)
+    return phase_is(kubectl, name, "Running", *TERMINAL_PHASES)
 
 
 def agent_processes(name: str) -> list[str]:

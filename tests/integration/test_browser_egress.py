@@ -13,7 +13,6 @@ end-to-end test through the operator is in test_browser_agent.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,7 +46,10 @@ class World:
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
+async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+    # The egress proxy the agent starts: the one hack/build-tools.sh built.
+    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
+    monkeypatch.setenv("WALLESTARS_SMOKESCREEN", str(smokescreen))
     canary = await Canary("127.0.0.2").start()
     same_host = await Canary("127.0.0.1").start()
     v6 = await Canary("::1").start()
@@ -152,7 +154,6 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
         steps.append({"action": "wait", "timeoutMs": 400, "continueOnFailure": True})
     steps.append({"action": "goto", "url": f"{w.site.url}/", "name": "site-still-reachable"})
     payload = {"steps": steps}
-    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
     settings = RunnerSettings(
         task_type="e2e-test",
         payload=json.dumps(payload),
@@ -161,7 +162,6 @@ async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -
         chromium=CHROMIUM,
         timeout_seconds=600,
     )
-    os.environ["WALLESTARS_SMOKESCREEN"] = str(smokescreen)
     attempt = Attempt(settings)
     outcome = await attempt.run(payloads.parse("e2e-test", payload))
 
@@ -207,9 +207,6 @@ async def test_an_agents_host_allowlist_refuses_every_other_host(world: World) -
         {"action": "goto", "url": f"http://other.test:{w.site.port}/", "name": "other"},
     ]}  # fmt: skip
     network = {"allowedHosts": ["site.test"], "allowPrivateAddresses": [f"127.0.0.1:{w.site.port}"]}
-    os.environ["WALLESTARS_SMOKESCREEN"] = str(
-        localcluster.bin_dirs()["smokescreen"] / "smokescreen"
-    )
     attempt = Attempt(RunnerSettings(task_type="e2e-test", payload=json.dumps(payload),
                                      network=json.dumps(network), resolver=w.resolver,
                                      chromium=CHROMIUM, timeout_seconds=120))  # fmt: skip

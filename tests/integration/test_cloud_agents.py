@@ -9,16 +9,25 @@ import asyncio
 import importlib
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
 import pytest
 from aiohttp import web
-from harness import REPO, Kubectl, OperatorProcess, WebhookService, phase_is, wait_for
+from harness import (
+    REPO,
+    TERMINAL_PHASES,
+    Kubectl,
+    OperatorProcess,
+    WebhookService,
+    phase_is,
+    wait_for,
+)
 
-from tests.fake_lambda import FakeLambda, serve
+from tests import fake_lambda
+from tests.fake_lambda import FakeLambda
+from tests.servers import Loop, serve
 
 # The templates' modules, loaded from their folders as Lambda and the Functions host do.
 sys.path.insert(0, str(REPO / "agent_images" / "aws_lambda"))
@@ -28,23 +37,6 @@ sys.path.insert(0, str(REPO / "agent_images" / "azure_functions"))
 function_app = importlib.import_module("function_app")
 
 pytestmark = pytest.mark.cluster
-TERMINAL = ("Succeeded", "Failed", "TimedOut", "Cancelled")
-
-
-class Loop:
-    """An event loop in a thread for the servers a synchronous test needs."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 async def api_server() -> tuple[str, web.AppRunner]:
@@ -61,17 +53,14 @@ async def api_server() -> tuple[str, web.AppRunner]:
     app = web.Application()
     app.router.add_get("/items", items)
     app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+    return await serve(app)
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[tuple[Loop, FakeLambda, str, str]]:
     loop = Loop()
     fake = FakeLambda(handler=lambda_handler.handler)
-    lambda_url, r1 = loop.run(serve(fake))
+    lambda_url, r1 = loop.run(fake_lambda.serve(fake))
     api, r2 = loop.run(api_server())
     yield loop, fake, lambda_url, api
     loop.run(r1.cleanup())
@@ -114,8 +103,8 @@ def test_lambda_api_test_end_to_end(
     before = len(fake.accepted)
     api_task(kubectl, "api-ok", "lambda", api, "2")
     api_task(kubectl, "api-bad", "lambda", api, "3")
-    ok = wait_for("api-ok", lambda: phase_is(kubectl, "api-ok", *TERMINAL), timeout=60)
-    bad = wait_for("api-bad", lambda: phase_is(kubectl, "api-bad", *TERMINAL), timeout=60)
+    ok = wait_for("api-ok", lambda: phase_is(kubectl, "api-ok", *TERMINAL_PHASES), timeout=60)
+    bad = wait_for("api-bad", lambda: phase_is(kubectl, "api-bad", *TERMINAL_PHASES), timeout=60)
 
     assert ok["phase"] == "Succeeded", ok
     reqs = ok["result"]["data"]["requests"]
@@ -161,7 +150,7 @@ def test_an_event_delivered_twice_ends_the_task_once(
         fake.deliveries = 1
     runs = sorted(o["outcome"] for o in fake.outcomes[before:])
     assert runs == ["refused-410", "succeeded"], runs  # the handler really ran twice
-    st = phase_is(kubectl, "twice", *TERMINAL)
+    st = phase_is(kubectl, "twice", *TERMINAL_PHASES)
     assert st["phase"] == "Succeeded" and len(st["attempts"]) == 1
     final = [c for c in st["callbacks"] if c["status"] in ("success", "failure")]
     assert len(final) == 1, st["callbacks"]  # the repeat was refused (410), not written
@@ -194,17 +183,15 @@ def test_azure_functions_http_trigger_end_to_end(
 
     app = web.Application()
     app.router.add_post("/api/wallestars", trigger)
-    runner = web.AppRunner(app, access_log=None)
-    loop.run(runner.setup())
-    loop.run(web.TCPSite(runner, "127.0.0.1", 0).start())
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/wallestars"
+    base, runner = loop.run(serve(app))
+    url = f"{base}/api/wallestars"
     try:
         kubectl("create", "secret", "generic", "fn-key", "--from-literal=key=the-function-key")
         kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "azure"},
                        "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 2, "cloud": {"provider": "azure-functions",
                                 "azure": {"functionURL": url, "functionKeySecretRef": {"name": "fn-key", "key": "key"}}}}})  # fmt: skip
         api_task(kubectl, "az", "azure", api, "2")
-        st = wait_for("az", lambda: phase_is(kubectl, "az", *TERMINAL), timeout=60)
+        st = wait_for("az", lambda: phase_is(kubectl, "az", *TERMINAL_PHASES), timeout=60)
     finally:
         loop.run(runner.cleanup())
     assert st["phase"] == "Succeeded", st
