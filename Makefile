@@ -40,7 +40,8 @@ status:
 	$(PY) hack/localcluster.py status
 
 sync-crds: ## Copy crds/ (the source of truth) into the chart
-	cp crds/*.yaml charts/wallestars-agents/crds/
+	cp $$(grep -l 'kind: CustomResourceDefinition' crds/*.yaml) charts/wallestars-agents/crds/
+	cp $$(grep -L 'kind: CustomResourceDefinition' crds/*.yaml) charts/wallestars-agents/templates/
 
 tools:
 	bash hack/build-tools.sh

@@ -13,6 +13,7 @@ k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/g
 etcd_version=$(awk '$1=="require" && $2=="go.etcd.io/etcd/server/v3" {print $3}' "$here/gobuild/etcd/go.mod")
 helm_version=$(awk '$1=="require" && $2=="helm.sh/helm/v4" {print $3}' "$here/gobuild/helm/go.mod")
 smokescreen_version=$(awk '$1=="require" && $2=="github.com/stripe/smokescreen" {print $3}' "$here/gobuild/smokescreen/go.mod")
+prometheus_version=$(awk '$1=="require" && $2=="github.com/prometheus/prometheus" {print $3}' "$here/gobuild/prometheus/go.mod")
 
 # The checksum database is not reachable from these machines; every module is pinned
 # by the committed go.sum instead, and -mod=readonly refuses anything not in it.
@@ -54,3 +55,9 @@ build helm "$helm_version" "$here/gobuild/helm" \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" helm.sh/helm/v4/cmd/helm
 # The browser agent's egress proxy (agent_images/wallestars_browser/egress.py).
 build smokescreen "$smokescreen_version" "$here/gobuild/smokescreen" "-s -w" github.com/stripe/smokescreen
+# Prometheus (the chart's tests evaluate every dashboard and alert query against it). Its
+# Go module is v0.MAJORMINOR.PATCH for release vMAJOR.MINOR.PATCH (v0.316.0 is 3.16.0).
+prom_mm=${prometheus_version#v0.}; prom_mm=${prom_mm%%.*}
+prom_release="${prom_mm:0:1}.$((10#${prom_mm:1})).${prometheus_version##*.}"
+build prometheus "$prometheus_version" "$here/gobuild/prometheus" \
+  "-s -w -X github.com/prometheus/common/version.Version=$prom_release" github.com/prometheus/prometheus/cmd/prometheus

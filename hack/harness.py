@@ -136,7 +136,8 @@ def install_chart_rbac(cluster: localcluster.Cluster) -> None:
     k.run("create", "namespace", SYSTEM_NS, check=False)
     helm = localcluster.bin_dirs()["helm"] / "helm"
     rendered = subprocess.run(
-        [str(helm), "template", "wallestars", str(REPO / "charts" / "wallestars-agents"), "--namespace", SYSTEM_NS],
+        [str(helm), "template", "wallestars", str(REPO / "charts" / "wallestars-agents"), "--namespace", SYSTEM_NS,
+         "--show-only", "templates/operator-rbac.yaml", "--show-only", "templates/webhooks-rbac.yaml"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     k.apply(rendered)

@@ -28,6 +28,7 @@ from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.leader import Leader
 from wallestars_operator.manifests import AttemptConfig
+from wallestars_operator.memory import Trimmer
 from wallestars_operator.ratelimit import TokenBucket
 from wallestars_operator.reconcile import Reconciler
 from wallestars_operator.state import State
@@ -55,7 +56,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
 
     bucket = TokenBucket(s.api_qps, s.api_burst)
-    client = KubeClient.from_env(s.kubeconfig, limiter=bucket)
+    # As many connections as writes may be in flight (Reconciler.sem): each pooled TLS
+    # connection keeps its own read buffers.
+    client = KubeClient.from_env(s.kubeconfig, limiter=bucket, connections=32)
     _closers.append(client)
     kube = Kube(client)
     events = EventQueue(kube.event)
@@ -86,6 +89,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     start_http_server(s.metrics_port)
 
+    trimmer = Trimmer()
+
     async def loop() -> None:
         await asyncio.sleep(1.0)  # let the watches list what exists first
         took = 0.0
@@ -100,6 +105,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                 took = time.perf_counter() - t0
                 metrics.PASS_SECONDS.observe(took)
             metrics.API_CALLS.set(client.calls)
+            trimmer.maybe(STATE.events)
             metrics.RATE_LIMIT_WAIT.set(bucket.waited)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(STATE.wake.wait(), timeout=min(s.resync_seconds, 1.0))

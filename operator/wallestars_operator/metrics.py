@@ -6,15 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from wallestars_api.lifecycle import TERMINAL, Phase, Transition, parse_ts
 
-TASKS = Counter(
-    "wallestars_agenttasks_total", "AgentTasks that reached a phase.", ["agent", "phase", "reason"]
-)
-DURATION = Histogram(
-    "wallestars_agenttask_duration_seconds", "Creation to terminal phase.", ["agent", "phase"],
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
-)  # fmt: skip
+# wallestars_agenttasks_total and the duration histogram: wallestars_api.taskmetrics.
 QUEUE_WAIT = Histogram(
     "wallestars_agenttask_queue_wait_seconds", "Creation to first dispatch.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
@@ -48,17 +41,6 @@ RATE_LIMIT_WAIT = Gauge(
     "wallestars_operator_rate_limit_wait_seconds",
     "Total time API calls waited for the client-side rate limit.",
 )
-
-
-def transition(obj: Mapping[str, Any], before: Phase | None, tr: Transition) -> None:
-    if tr.phase not in TERMINAL:
-        return
-    agent = (obj.get("status") or {}).get("agent") or tr.patch.get("agent") or "none"
-    TASKS.labels(agent, tr.phase.value, tr.reason).inc()
-    created = parse_ts((obj.get("metadata") or {}).get("creationTimestamp"))
-    done = parse_ts(tr.patch.get("completionTime"))
-    if created and done:
-        DURATION.labels(agent, tr.phase.value).observe(max((done - created).total_seconds(), 0.0))
 
 
 def queue_depth(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from wallestars_api import taskmetrics
 from wallestars_api.conditions import set_condition
 from wallestars_api.lifecycle import (
     LIVE,
@@ -119,7 +120,7 @@ class Reconciler:
             return None  # someone else wrote first; the next pass decides again
         self.state.put("tasks", stored)
         if tr.phase != before:
-            metrics.transition(obj, before, tr)
+            taskmetrics.finished(obj, tr.patch)
             self.events.post(stored, tr.reason, tr.message, tr.warning)
         return stored
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from wallestars_api import taskmetrics
 from wallestars_api.lifecycle import on_callback
 from wallestars_sdk.keys import attempt_keys
 from wallestars_sdk.protocol import BodyError, CallbackResponse, parse_callback
@@ -208,6 +209,7 @@ class CallbackHandler:
                         ), "invalid-body"
                     raise
                 self.remember_object(key, stored)
+                taskmetrics.finished(obj, out.patch)
                 if out.transition:
                     log.info(
                         "task %s/%s %s -> %s", ns, name, *out.transition,
