@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: demo test setup lint fmt typecheck unit integration up down status sync-crds tools clean
+.PHONY: demo test setup lint fmt typecheck unit integration up down status sync-crds dashboards tools clean
 
 demo: setup ## The main job, end to end on a local control plane
 	bash hack/demo.sh
@@ -42,6 +42,9 @@ status:
 sync-crds: ## Copy crds/ (the source of truth) into the chart
 	cp $$(grep -l 'kind: CustomResourceDefinition' crds/*.yaml) charts/wallestars-agents/crds/
 	cp $$(grep -L 'kind: CustomResourceDefinition' crds/*.yaml) charts/wallestars-agents/templates/
+
+dashboards: ## Write the chart's Grafana dashboards from hack/dashboards.py
+	$(PY) hack/dashboards.py
 
 tools:
 	bash hack/build-tools.sh

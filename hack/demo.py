@@ -1,12 +1,14 @@
 """The main job on the embedded default (`make demo`).
 
-A local control plane (hack/localcluster.py, state in .cluster/dev), the CRDs and the
-webhook service's RBAC from the chart, the webhook service and the operator as local
-processes, a small web site on loopback, a browser Agent running the real agent
-(`python -m wallestars_browser`: Playwright, Debian's Chromium, the smokescreen egress
-proxy) and three AgentTasks — a screenshot, a scrape and an accessibility check — shown
-with `kubectl get agenttasks` once they finished. The cluster keeps running afterwards
-(`make down` stops it); the operator, webhook service and site stop with this script.
+A local control plane (hack/localcluster.py, state in .cluster/dev), the Helm chart
+installed on it with local values (hack/helmlocal.py: the node stand-in runs the
+operator and webhook pods as processes under their own service accounts), a small web
+site on loopback, a browser Agent running the real agent (`python -m wallestars_browser`:
+Playwright, Debian's Chromium, the smokescreen egress proxy) and three AgentTasks — a
+screenshot, a scrape and an accessibility check — shown with `kubectl get agenttasks`
+once they finished, with the scrape's data and the screenshot saved to a file. The
+cluster and the release keep running afterwards (`make down` stops them); the site stops
+with this script.
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import helmlocal
 import localcluster
 from harness import (
     REPO,
     TERMINAL_PHASES,
     Kubectl,
     browser_agent,
+    download,
     free_port,
-    install_api,
     phase_is,
-    start_operator,
-    start_service,
+    reader_token,
     wait_for,
 )
 
@@ -42,18 +43,13 @@ def main() -> int:
     state = Path(custom) if custom else REPO / ".cluster" / "dev"
     print(f"starting the control plane in {state} ...", flush=True)
     cluster = localcluster.up(state, ports=localcluster.Ports.free() if custom else None)
-    admin = Kubectl(cluster.kubeconfig)
-    install_api(cluster)
-    admin.run("create", "namespace", NS, check=False)
-    admin("label", "--overwrite", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
+    print("helm install wallestars charts/wallestars-agents (local values) ...", flush=True)
+    release = helmlocal.install(cluster, browser_namespaces=(NS,))
     k = Kubectl(cluster.kubeconfig, NS)
+    print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods"))
 
-    work = Path(tempfile.mkdtemp(prefix="wallestars-demo-"))
     port = free_port()
     site = subprocess.Popen([sys.executable, str(REPO / "tests" / "fixture_site.py"), str(port)])
-    masters = [os.urandom(32)]
-    svc = start_service(cluster, work / "webhooks", masters)
-    op = start_operator(cluster, work / "operator", masters, svc.url)
     try:
         smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
         chromium = shutil.which("chromium") or "chromium"
@@ -87,13 +83,18 @@ def main() -> int:
                      "-o", "jsonpath={.status.result.artifacts[0]}"]):  # fmt: skip
             print(f"$ kubectl -n {NS} {' '.join(cmd)}")
             print(k(*cmd).rstrip() + "\n")
+        shot = k.json("get", "agenttask", "homepage-screenshot")["status"]["result"]["artifacts"][0]
+        saved = state / "homepage-screenshot.png"
+        saved.write_bytes(download(release.webhooks_url, shot["uri"], reader_token(k)))
         print(
-            f"The cluster keeps running: export KUBECONFIG={cluster.kubeconfig}   (make down stops it)"
+            f"The screenshot ({shot['size']} bytes, sha256 {shot['sha256'][:12]}…) is served by the"
         )
+        print(f"webhook service at {shot['uri']} to whoever may read the task;")
+        print(f"a copy is in {saved}\n")
+        print(f"The cluster and the release keep running: export KUBECONFIG={cluster.kubeconfig}")
+        print("  helm -n wallestars-system status wallestars     make down stops everything")
         return 0
     finally:
-        op.stop()
-        svc.stop()
         site.terminate()
 
 

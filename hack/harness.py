@@ -407,8 +407,10 @@ def reader_token(kubectl: Kubectl, sa: str = "artifact-reader") -> str:
 
 def download(base_url: str, uri: str, token: str) -> bytes:
     """An artifact's bytes from the webhook service, as a user allowed to read the task."""
+    # With WALLESTARS_PUBLIC_URL set (the chart sets it) the URI is already absolute.
+    url = uri if uri.startswith(("http://", "https://")) else base_url + uri
     req = urllib.request.Request(  # noqa: S310 (the tests' own http URL)
-        base_url + uri, headers={"Authorization": f"Bearer {token}"}
+        url, headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the tests' loopback URL)
         return bytes(r.read())

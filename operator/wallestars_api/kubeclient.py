@@ -25,6 +25,17 @@ MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_SECONDS = 60.0
 
 
+def in_cluster_server() -> str | None:
+    """The API server as a pod reaches it, the way client-go's in-cluster config finds it
+    (the KUBERNETES_SERVICE_HOST/PORT variables every container gets), or None outside a
+    pod. Not the name kubernetes.default.svc: that needs cluster DNS and port 443."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    if not host or not (SA_DIR / "token").exists():
+        return None
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 class Limiter(Protocol):
     async def take(self) -> None: ...
 
@@ -64,18 +75,10 @@ class KubeClient:
     @classmethod
     def from_env(cls, kubeconfig: Path | None = None, **kw: Any) -> KubeClient:
         """In-cluster config when running in a pod (and no kubeconfig is named), else a kubeconfig."""
-        if (
-            kubeconfig is None
-            and os.environ.get("KUBERNETES_SERVICE_HOST")
-            and (SA_DIR / "token").exists()
-        ):
-            host, port = (
-                os.environ["KUBERNETES_SERVICE_HOST"],
-                os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
-            )
-            host = f"[{host}]" if ":" in host else host
+        server = in_cluster_server() if kubeconfig is None else None
+        if server is not None:
             ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-            return cls(f"https://{host}:{port}", ctx, token_file=SA_DIR / "token", **kw)
+            return cls(server, ctx, token_file=SA_DIR / "token", **kw)
         from lightkube.config.client_adapter import verify_cluster
         from lightkube.config.kubeconfig import KubeConfig
 

@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 from wallestars_api import logs
-from wallestars_api.kubeclient import KubeClient
+from wallestars_api.kubeclient import SA_DIR, KubeClient, in_cluster_server
 from wallestars_api.resources import GROUP, VERSION
 from wallestars_sdk.keys import parse_master_keys
 
@@ -28,7 +28,6 @@ from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.leader import Leader
 from wallestars_operator.manifests import AttemptConfig
-from wallestars_operator.memory import Trimmer
 from wallestars_operator.ratelimit import TokenBucket
 from wallestars_operator.reconcile import Reconciler
 from wallestars_operator.state import State
@@ -89,8 +88,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     start_http_server(s.metrics_port)
 
-    trimmer = Trimmer()
-
     async def loop() -> None:
         await asyncio.sleep(1.0)  # let the watches list what exists first
         took = 0.0
@@ -105,7 +102,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                 took = time.perf_counter() - t0
                 metrics.PASS_SECONDS.observe(took)
             metrics.API_CALLS.set(client.calls)
-            trimmer.maybe(STATE.events)
             metrics.RATE_LIMIT_WAIT.set(bucket.waited)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(STATE.wake.wait(), timeout=min(s.resync_seconds, 1.0))
@@ -126,6 +122,23 @@ async def cleanup(**_: Any) -> None:
             await t
     for c in reversed(_closers):  # queued Events go out before the client closes
         await c.close()
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kw: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own in-cluster login names https://kubernetes.default.svc (cluster DNS, port
+    443); this one finds the API server as client-go does, from the environment, so the
+    operator and its own aiohttp client always talk to the same server."""
+    server = in_cluster_server() if Settings().kubeconfig is None else None
+    if server is None:
+        return kopf.login_with_kubeconfig(settings=settings, **kw)
+    return kopf.ConnectionInfo(
+        server=server,
+        ca_path=str(SA_DIR / "ca.crt"),
+        token=(SA_DIR / "token").read_text().strip(),  # read again on every re-login
+        default_namespace=ns.read_text().strip() if (ns := SA_DIR / "namespace").exists() else None,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 # The handlers are coroutines on purpose: kopf runs plain functions in a thread pool, and

@@ -62,7 +62,6 @@ class State:
         # When each new, never-dispatched task was first seen (monotonic): the operator's
         # own share of created -> dispatched, as a metric.
         self.seen_at: dict[Key, float] = {}
-        self.events = 0  # watch events observed, for memory.Trimmer
 
     def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -98,7 +97,6 @@ class State:
 
     def observe(self, kind: str, event: Mapping[str, Any]) -> None:
         """A kopf watch event: {'type': ADDED|MODIFIED|DELETED|None, 'object': {...}}."""
-        self.events += 1
         obj = event.get("object")
         if not isinstance(obj, Mapping) or "metadata" not in obj:
             return

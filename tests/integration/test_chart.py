@@ -1,0 +1,331 @@
+"""The Helm chart installed for real: `helm install` on a control plane of its own, the
+operator and webhook pods run from the chart by the node stand-in under their own
+service accounts, a browser and an `http` AgentTask end to end, least privilege asked
+of the API server, `helm test`, every dashboard and alert query evaluated by a real
+Prometheus scraping both services, `helm upgrade` and `helm uninstall`.
+
+The tests share one installation and run in file order (upgrade and uninstall last).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helmlocal
+import localcluster
+import pytest
+import yaml
+from harness import (
+    REPO,
+    Kubectl,
+    audit_events,
+    browser_agent,
+    download,
+    free_port,
+    http_agent,
+    phase_is,
+    reader_token,
+    status,
+    task,
+    wait_for,
+)
+
+from tests import prometheus
+
+TASKS_NS = "chart-tasks"
+SYSTEM = "wallestars-system"
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (hack/setup.sh)"
+)
+
+
+@pytest.fixture(scope="module")
+def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.Cluster]:
+    """A control plane of its own: the chart installs cluster-wide objects (CRDs, the
+    admission policy, ClusterRoles) that the session cluster's tests apply by hand."""
+    state = tmp_path_factory.mktemp("chart-cluster")
+    c = localcluster.up(state, ports=localcluster.Ports.free(), audit=True)
+    try:
+        yield c
+    finally:
+        localcluster.down(state)
+
+
+@pytest.fixture(scope="module")
+def release(chart_cluster: localcluster.Cluster) -> helmlocal.Release:
+    return helmlocal.install(chart_cluster, browser_namespaces=(TASKS_NS,))
+
+
+@pytest.fixture(scope="module")
+def k(chart_cluster: localcluster.Cluster, release: helmlocal.Release) -> Kubectl:
+    return Kubectl(chart_cluster.kubeconfig, TASKS_NS)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[int]:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'hack'}"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "fixture_site.py"), str(port)], env=env
+    )
+    wait_for("the fixture site", lambda: _listening(port))
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def function() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
+    )
+    wait_for("the test function", lambda: _listening(port))
+    yield f"http://127.0.0.1:{port}/"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pods(k: Kubectl, component: str) -> list[dict[str, Any]]:
+    items = Kubectl(k.kubeconfig, SYSTEM).json(
+        "get", "pods", "-l", f"app.kubernetes.io/component={component}"
+    )["items"]
+    return list(items)
+
+
+# --- install and run -------------------------------------------------------------------
+
+
+def test_install_runs_both_services_from_the_chart(k: Kubectl, release: helmlocal.Release) -> None:
+    (op,) = pods(k, "operator")
+    (wh,) = pods(k, "webhooks")
+    assert op["spec"]["serviceAccountName"] == "wallestars-operator"
+    assert wh["spec"]["serviceAccountName"] == "wallestars-webhooks"
+    for p in (op, wh):
+        assert p["status"]["phase"] == "Running"
+        # The stand-in ran the chart's command, not something of the test's own.
+        assert p["spec"]["containers"][0]["command"][1:] in (
+            ["-m", "wallestars_operator"], ["-m", "wallestars_webhooks"],
+        )  # fmt: skip
+    ns = Kubectl(k.kubeconfig).json("get", "namespace", SYSTEM)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    crds = Kubectl(k.kubeconfig)("get", "crd", "-o", "name")
+    assert "agenttasks.agents.wallestars.io" in crds and "agents.agents.wallestars.io" in crds
+
+
+def test_browser_and_http_tasks_succeed_through_the_chart(
+    k: Kubectl, release: helmlocal.Release, site: int, function: str
+) -> None:
+    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
+    browser_agent(k, [sys.executable, "-m", "wallestars_browser"], name="chromium", slots=2,
+                  env=[{"name": "WALLESTARS_CHROMIUM", "value": shutil.which("chromium") or ""},
+                       {"name": "WALLESTARS_SMOKESCREEN", "value": str(smokescreen)}],
+                  network={"allowPrivateAddresses": [f"127.0.0.1:{site}"]})  # fmt: skip
+    http_agent(k, function, name="fn")
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+             "metadata": {"name": "shot"},
+             "spec": {"agentRef": "chromium", "type": "screenshot",
+                      "payload": {"url": f"http://127.0.0.1:{site}/"}}})  # fmt: skip
+    task(k, "call", "fn")
+    for name in ("shot", "call"):
+
+        def done(n: str = name) -> Any:
+            return phase_is(k, n, "Succeeded", "Failed", "TimedOut")
+
+        wait_for(f"{name} to finish", done, timeout=120)
+        assert status(k, name)["phase"] == "Succeeded", status(k, name)
+    # The screenshot is served back by the chart's webhook service to a reader of the task.
+    art = status(k, "shot")["result"]["artifacts"][0]
+    png = download(release.webhooks_url, art["uri"], reader_token(k))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) == art["size"]
+
+
+def test_each_service_wrote_as_its_own_service_account(
+    k: Kubectl, chart_cluster: localcluster.Cluster
+) -> None:
+    writers = {
+        (ev["objectRef"].get("name"), ev["objectRef"].get("subresource"), ev["user"]["username"])
+        for ev in audit_events(chart_cluster)
+        if (ev.get("objectRef") or {}).get("resource") == "agenttasks" and ev["verb"] == "patch"
+    }
+    for name in ("shot", "call"):
+        assert (name, "status", f"system:serviceaccount:{SYSTEM}:wallestars-operator") in writers
+        assert (name, "status", f"system:serviceaccount:{SYSTEM}:wallestars-webhooks") in writers
+    jobs = k.json("get", "jobs")["items"]
+    assert jobs and all(
+        j["metadata"]["labels"]["agents.wallestars.io/task"] == "shot" for j in jobs
+    )
+
+
+# --- least privilege -------------------------------------------------------------------
+
+
+def can(k: Kubectl, sa: str, *args: str) -> bool:
+    out = k.run("auth", "can-i", f"--as=system:serviceaccount:{sa}", *args, check=False)
+    return out.stdout.strip() == "yes"
+
+
+def test_least_privilege_as_the_api_server_sees_it(k: Kubectl) -> None:
+    wh, op, pod = (
+        f"{SYSTEM}:wallestars-webhooks",
+        f"{SYSTEM}:wallestars-operator",
+        f"{TASKS_NS}:default",
+    )
+    assert can(k, wh, "patch", "agenttasks.agents.wallestars.io", "--subresource=status")
+    assert can(k, wh, "create", "tokenreviews.authentication.k8s.io")
+    for refused in (("create", "jobs"), ("get", "secrets"), ("list", "secrets"),
+                    ("patch", "agenttasks.agents.wallestars.io"), ("update", "agenttasks.agents.wallestars.io"),
+                    ("delete", "agenttasks.agents.wallestars.io"), ("create", "pods")):  # fmt: skip
+        assert not can(k, wh, *refused), f"the webhook service may {refused}"
+    # Browser-agent pods run as their namespace's default account, which may do nothing.
+    for verb, res in (("get", "secrets"), ("list", "pods"), ("get", "agenttasks.agents.wallestars.io"),
+                      ("create", "jobs"), ("list", "configmaps"), ("create", "events")):  # fmt: skip
+        assert not can(k, pod, verb, res), f"browser-agent pods may {verb} {res}"
+    # The operator's own grants: concrete verbs on concrete resources, no wildcard.
+    rules = k("auth", "can-i", "--list", f"--as=system:serviceaccount:{op}")
+    assert rules.strip()
+    for line in rules.splitlines()[1:]:
+        resources, *_, verbs = re.split(r"\s{2,}", line.strip())
+        assert resources != "*.*" and "[*]" not in verbs, line
+    assert can(k, op, "create", "jobs") and not can(k, op, "list", "secrets")
+    assert not can(k, op, "patch", "agenttasks.agents.wallestars.io")  # status only
+
+
+def test_helm_test_hook_passes(release: helmlocal.Release) -> None:
+    out = release.helm("test", release.name, "--timeout", "120s", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Phase:          Succeeded" in out.stdout
+
+
+# --- dashboards and alerts against a real Prometheus -----------------------------------
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Grafana's variables, as the panels resolve them for a 30-second window."""
+    return expr.replace("$__rate_interval", "30s").replace('"$agent"', '".*"')
+
+
+def chart_rules(release: helmlocal.Release) -> list[dict[str, Any]]:
+    out = release.helm("template", release.name, str(helmlocal.CHART), "--set", "metrics.prometheusRule.enabled=true",
+                       "--show-only", "templates/monitoring.yaml")  # fmt: skip
+    (rule,) = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return list(rule["spec"]["groups"])
+
+
+def test_dashboards_and_alerts_evaluate_against_prometheus(
+    release: helmlocal.Release, tmp_path: Path
+) -> None:
+    # The job name of the operator's metrics is the one a ServiceMonitor gives it: its Service.
+    jobs = {
+        "wallestars-operator-metrics": [release.operator_metrics_url.split("/")[2]],
+        "wallestars-webhooks": [release.webhooks_url.split("/")[2]],
+    }
+    groups = chart_rules(release)
+    prom = prometheus.start(tmp_path / "prometheus", jobs, groups)
+    try:
+        wait_for("two scrapes of every series", lambda: prom.query("count_over_time(up[30s])")["data"]["result"]
+                 and all(float(r["value"][1]) >= 3 for r in prom.query("count_over_time(up[30s])")["data"]["result"]),
+                 timeout=30)  # fmt: skip
+        empty = []
+        for path in sorted((helmlocal.CHART / "files" / "dashboards").glob("*.json")):
+            for p in json.loads(path.read_text())["panels"]:
+                for t in p["targets"]:
+                    ans = prom.query(grafana_to_promql(t["expr"]))
+                    assert ans["status"] == "success", f"{path.name} {p['title']}: {ans}"
+                    if not ans["data"]["result"]:
+                        empty.append(f"{path.name}: {p['title']} [{t['refId']}]")
+        assert not empty, f"panels without data after a run: {empty}"
+        # The agent variable lists both agents.
+        agents = prom.api("label/agent/values", **{"match[]": "wallestars_agent_ready"})["data"]
+        assert set(agents) >= {"chromium", "fn"}
+
+        def rules_evaluated() -> bool:
+            rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
+            return len(rules) == 5 and all(r.get("lastEvaluation", "").startswith("2") and
+                                           not r["lastEvaluation"].startswith("0001") for r in rules)  # fmt: skip
+
+        wait_for("every alert rule evaluated", rules_evaluated, timeout=30)
+        rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
+        assert all(r["health"] == "ok" for r in rules), [
+            (r["name"], r.get("lastError")) for r in rules
+        ]
+        # Nothing is wrong after this run, so nothing fires: in particular the operator is
+        # seen up under the job name the alert expects, and both agents are Ready.
+        firing = [a["labels"]["alertname"] for a in prom.api("alerts")["data"]["alerts"]]
+        assert firing == []
+        down = next(r for r in rules if r["name"] == "WallestarsOperatorDown")
+        assert prom.query(down["query"])["data"]["result"] == []
+        assert prom.query(down["query"].replace("operator-metrics", "nothing-here"))["data"][
+            "result"
+        ]
+    finally:
+        prom.stop()
+
+
+# --- upgrade and uninstall -------------------------------------------------------------
+
+
+def test_upgrade_keeps_the_signing_key_and_running_tasks(
+    k: Kubectl, release: helmlocal.Release
+) -> None:
+    system = Kubectl(k.kubeconfig, SYSTEM)
+    key_before = system.json("get", "secret", "wallestars-master-key")["data"]["keys"]
+    pods_before = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
+    task(k, "slow", "fn", behaviour="slow")  # the function calls back after 8 s
+    wait_for("slow to be dispatched", lambda: phase_is(k, "slow", "Dispatched"), timeout=30)
+    # A changed setting rolls both Deployments (their pod templates carry its checksum).
+    release.upgrade("--set", "operator.logLevel=DEBUG", "--set", "webhooks.logLevel=DEBUG")
+    assert system.json("get", "secret", "wallestars-master-key")["data"]["keys"] == key_before
+    assert base64.b64decode(key_before).startswith(b"whsec_")
+    pods_after = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
+    assert pods_after and not pods_after & pods_before, "the upgrade did not restart the services"
+    # Signed with the key of before the upgrade, the callback is accepted after it.
+    wait_for(
+        "slow to succeed",
+        lambda: phase_is(k, "slow", "Succeeded", "Failed", "TimedOut"),
+        timeout=90,
+    )
+    st = status(k, "slow")
+    assert st["phase"] == "Succeeded" and st["attempt"] == 1, st
+    assert phase_is(k, "shot", "Succeeded") and phase_is(k, "call", "Succeeded")
+
+
+def test_uninstall_leaves_no_service_pods_and_keeps_crds_tasks_and_key(
+    k: Kubectl, release: helmlocal.Release
+) -> None:
+    release.uninstall()
+    wait_for("the operator and webhook pods to go",
+             lambda: not pods(k, "operator") and not pods(k, "webhooks"), timeout=90)  # fmt: skip
+    wait_for(
+        "their processes to end",
+        lambda: not _listening(int(release.webhooks_url.rsplit(":", 1)[1])),
+    )
+    # Kept on purpose (the chart's README says why): the CRDs (Helm never deletes them),
+    # every AgentTask with its results, and the signing key of tasks still in flight.
+    assert {t["metadata"]["name"] for t in k.json("get", "agenttasks")["items"]} >= {
+        "shot",
+        "call",
+        "slow",
+    }
+    system = Kubectl(k.kubeconfig, SYSTEM)
+    assert system.run("get", "secret", "wallestars-master-key", check=False).returncode == 0
+    assert system.json("get", "deployments,services,serviceaccounts", "-l",
+                       "app.kubernetes.io/instance=wallestars")["items"] == []  # fmt: skip
+    assert not Kubectl(k.kubeconfig).json(
+        "get", "clusterroles", "-l", "app.kubernetes.io/instance=wallestars"
+    )["items"]
