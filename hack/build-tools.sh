@@ -61,3 +61,8 @@ prom_mm=${prometheus_version#v0.}; prom_mm=${prom_mm%%.*}
 prom_release="${prom_mm:0:1}.$((10#${prom_mm:1})).${prometheus_version##*.}"
 build prometheus "$prometheus_version" "$here/gobuild/prometheus" \
   "-s -w -X github.com/prometheus/common/version.Version=$prom_release" github.com/prometheus/prometheus/cmd/prometheus
+# monitoringcheck (our own small tool: hack/gobuild/monitoringcheck): keyed by the
+# prometheus-operator API version and by its source, so an edit rebuilds it.
+promop_version=$(awk '$1=="github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring" {print $2}' "$here/gobuild/monitoringcheck/go.mod")
+mc_src=$(cat "$here/gobuild/monitoringcheck/main.go" "$here/gobuild/monitoringcheck/go.sum" | sha256sum | cut -c1-12)
+build monitoringcheck "$promop_version-$mc_src" "$here/gobuild/monitoringcheck" "-s -w" wallestars.local/gobuild/monitoringcheck

@@ -206,6 +206,40 @@ def test_least_privilege_as_the_api_server_sees_it(k: Kubectl) -> None:
     assert not can(k, op, "patch", "agenttasks.agents.wallestars.io")  # status only
 
 
+def test_every_rendered_manifest_is_valid_for_the_api_server(
+    k: Kubectl, release: helmlocal.Release
+) -> None:
+    """Each object the chart renders with every option on, sent to the API server as a
+    dry run: its OpenAPI schemas (strict: an unknown field is an error), the CRDs' schemas,
+    admission and Pod Security `restricted` all judge it. The prometheus-operator kinds
+    have no CRDs here; tests/unit/test_chart.py decodes those into their Go types."""
+    admin = Kubectl(k.kubeconfig)
+    admin.run("create", "namespace", "validate", check=False)
+    admin(
+        "label",
+        "--overwrite",
+        "namespace",
+        "validate",
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
+    out = release.helm("template", "check", str(helmlocal.CHART), "-n", "validate",
+                       "--set", "networkPolicies.browserNamespaces={chart-tasks}",
+                       "--set", "networkPolicies.callbackNamespaces={functions}",
+                       "--set-string", "networkPolicies.metricsFromNamespaceLabels.monitoring=true",
+                       "--set", "artifacts.persistence.storageClassName=standard")  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "NetworkPolicy", "ClusterRole", "PersistentVolumeClaim",
+            "ConfigMap", "Secret", "ValidatingAdmissionPolicy", "Pod"} <= kinds  # fmt: skip
+    manifest = Path(k.kubeconfig).parent / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    res = admin.run(
+        "apply", "--dry-run=server", "--validate=strict", "-f", str(manifest), check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("(server dry run)") == len(docs)
+
+
 def test_helm_test_hook_passes(release: helmlocal.Release) -> None:
     out = release.helm("test", release.name, "--timeout", "120s", check=False)
     assert out.returncode == 0, out.stdout + out.stderr

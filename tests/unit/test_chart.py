@@ -13,6 +13,7 @@ import sys
 from functools import cache
 from typing import Any
 
+import localcluster
 import pytest
 import wallestars_operator.metrics
 import wallestars_webhooks.metrics
@@ -284,3 +285,21 @@ def test_every_query_uses_only_exported_metric_names() -> None:
     for where, expr in exprs.items():
         for name in re.findall(r"\bwallestars_[a-z_]+", expr):
             assert name in exported, f"{where}: {name} is not a metric the services export"
+
+
+def test_monitoring_objects_decode_strictly_into_prometheus_operator_types() -> None:
+    """The ServiceMonitor, PodMonitor and PrometheusRule against prometheus-operator's own
+    Go API types (hack/gobuild/monitoringcheck): its CRDs are not installed here, so the
+    API server cannot judge them (the other kinds: tests/integration/test_chart.py)."""
+    docs = [d for d in rendered(*ALL_ON) if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {d["kind"] for d in docs} == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    check = localcluster.bin_dirs()["monitoringcheck"] / "monitoringcheck"
+    out = subprocess.run([str(check)], input=yaml.safe_dump_all(docs), capture_output=True,
+                         text=True, timeout=30, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ok ") == 3
+    # And it does refuse a field prometheus-operator does not know.
+    bad = [{**docs[0], "spec": {**docs[0]["spec"], "endpointz": []}}]
+    out = subprocess.run([str(check)], input=yaml.safe_dump_all(bad), capture_output=True,
+                         text=True, timeout=30, check=False)  # fmt: skip
+    assert out.returncode == 1 and "endpointz" in out.stderr
