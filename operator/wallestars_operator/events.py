@@ -14,12 +14,26 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from wallestars_api.resources import API_VERSION
+
 from wallestars_operator import metrics
 
 log = logging.getLogger("wallestars.operator")
 
 DRAIN_SECONDS = 5.0  # on shutdown, how long queued Events may still go out
 Send = Callable[[Mapping[str, Any], str, str, bool], Awaitable[None]]
+
+
+def reference(obj: Mapping[str, Any]) -> dict[str, str]:
+    """What an Event says of the object it is about (its `regarding`)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj.get("kind", "AgentTask"),
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "uid": meta["uid"],
+    }
 
 
 class EventQueue:
@@ -30,8 +44,11 @@ class EventQueue:
         self.workers: list[asyncio.Task[None]] = []
 
     def post(self, obj: Mapping[str, Any], reason: str, message: str, warning: bool) -> None:
+        # Only the reference waits in the queue, never the object: under a burst thousands
+        # of Events queue up, and whole objects (managedFields and all) were most of the
+        # operator's peak memory (bench/RESULTS.md).
         try:
-            self.queue.put_nowait((obj, reason, message, warning))
+            self.queue.put_nowait((reference(obj), reason, message, warning))
         except asyncio.QueueFull:
             metrics.EVENTS_DROPPED.inc()
             log.warning("event queue full; dropped %s on %s", reason, obj["metadata"]["name"])

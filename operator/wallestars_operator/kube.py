@@ -105,17 +105,17 @@ class Kube:
         )
 
     async def event(
-        self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False
+        self, ref: Mapping[str, str], reason: str, message: str, warning: bool = False
     ) -> None:
-        """A Kubernetes Event on the object (kubectl describe shows it)."""
-        meta = obj["metadata"]
+        """A Kubernetes Event on the object ``ref`` names (events.reference; kubectl
+        describe shows it)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         ev = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{meta['name'][:200]}.{uuid.uuid4().hex[:16]}",
-                "namespace": meta["namespace"],
+                "name": f"{ref['name'][:200]}.{uuid.uuid4().hex[:16]}",
+                "namespace": ref["namespace"],
             },
             "eventTime": now,
             "reportingController": "agents.wallestars.io/operator",
@@ -124,20 +124,14 @@ class Kube:
             "reason": reason,
             "type": "Warning" if warning else "Normal",
             "note": message[:1024],
-            "regarding": {
-                "apiVersion": obj.get("apiVersion", API_VERSION),
-                "kind": obj.get("kind", "AgentTask"),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
+            "regarding": dict(ref),
         }
         try:
             await self.c.request(
-                "POST", f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", ev
+                "POST", f"/apis/events.k8s.io/v1/namespaces/{ref['namespace']}/events", ev
             )
         except ApiError as e:  # an Event is worth a log line, never a failed reconcile
-            log.warning("event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+            log.warning("event %s on %s/%s: %s", reason, ref["namespace"], ref["name"], e)
 
     @staticmethod
     def _ignore(*codes: int) -> Any:

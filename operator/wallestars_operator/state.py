@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from wallestars_api.lifecycle import TERMINAL
+from wallestars_api.objects import without_bookkeeping
 
 Key = tuple[str, str]
 KINDS = ("tasks", "agents", "jobs", "pods")
 
 
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # What the operator still reads of a finished task: TTL deletion and the Agent's statistics.
 FINISHED_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
 FINISHED_STATUS = ("phase", "agent", "completionTime", "durationSeconds", "attempt")
@@ -38,14 +38,7 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
             "spec": {k: spec[k] for k in ("ttlSecondsAfterFinished",) if k in spec},
             "status": {k: status[k] for k in FINISHED_STATUS if k in status},
         }
-    out = dict(obj)
-    if "managedFields" in meta or "annotations" in meta:
-        m = {k: v for k, v in meta.items() if k != "managedFields"}
-        ann = m.get("annotations")
-        if ann and LAST_APPLIED in ann:
-            m["annotations"] = {k: v for k, v in ann.items() if k != LAST_APPLIED}
-        out["metadata"] = m
-    return out
+    return without_bookkeeping(obj)
 
 
 def rv(obj: Mapping[str, Any]) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from wallestars_operator.state import LAST_APPLIED, State, slim
+from wallestars_api.objects import LAST_APPLIED
+from wallestars_operator.state import State, slim
 
 
 def task(phase: str | None, rv: str = "5") -> dict[str, Any]:

@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 from wallestars_api import taskmetrics
 from wallestars_api.lifecycle import on_callback
+from wallestars_api.objects import without_bookkeeping
 from wallestars_sdk.keys import attempt_keys
 from wallestars_sdk.protocol import BodyError, CallbackResponse, parse_callback
 from wallestars_sdk.signing import SignatureError, verify
@@ -227,7 +228,8 @@ class CallbackHandler:
         ), "conflict"
 
     def remember_object(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
-        self.objects[key] = obj
+        # managedFields are most of a small task and no decision reads them.
+        self.objects[key] = without_bookkeeping(obj)
         self.objects.move_to_end(key)
         while len(self.objects) > 10_000:
             self.objects.popitem(last=False)
