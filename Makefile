@@ -4,7 +4,8 @@ export PYTHONPATH := $(CURDIR)/hack
 
 .PHONY: demo test setup lint fmt typecheck unit integration up down status sync-crds dashboards tools clean
 
-demo: setup ## The main job, end to end on a local control plane
+demo: ## The main job, end to end on a local control plane
+	WALLESTARS_TOOLS="kubernetes etcd helm smokescreen" bash hack/setup.sh
 	bash hack/demo.sh
 
 test: setup lint typecheck ## Everything CI runs

@@ -22,9 +22,13 @@ export GONOSUMDB="*" GONOSUMCHECK=1 GOSUMDB=off
 export GOTOOLCHAIN=local
 
 # build NAME VERSION MODULE_DIR LDFLAGS PACKAGE...
+# WALLESTARS_TOOLS="kubernetes etcd ...": only those (the demo needs no Prometheus).
 build() {
   local name=$1 version=$2 dir=$3 ldflags=$4
   shift 4
+  if [ -n "${WALLESTARS_TOOLS:-}" ] && [[ " $WALLESTARS_TOOLS " != *" $name "* ]]; then
+    return 0
+  fi
   local out="$cache/$name-$version"
   local missing=0 pkg
   for pkg in "$@"; do [ -x "$out/$(basename "$pkg")" ] || missing=1; done

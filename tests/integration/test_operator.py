@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import (
@@ -311,3 +314,46 @@ def test_operator_rbac_is_least_privilege(operator: OperatorProcess, kubectl: Ku
         ("*", "*"),
     ):  # fmt: skip
         assert not can(*denied), denied
+
+
+def test_evicted_pod_is_a_disruption_not_a_failed_attempt(
+    operator: OperatorProcess, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """An agent pod evicted through the Eviction API (a node drain) gets the DisruptionTarget
+    condition; the Job's podFailurePolicy ignores it and runs a new pod, so the task goes on
+    in the same attempt instead of failing it."""
+    # In the repository: pods see the host's files, but their /tmp is their own emptyDir.
+    marker = REPO / ".cluster" / f"first-pod-ran-{uuid.uuid4().hex[:8]}"
+    agent = str(REPO / "tests" / "agents" / "progress_agent.py")
+    script = f"if [ -e {marker} ]; then exec {sys.executable} {agent}; else touch {marker}; exec sleep 300; fi"
+    browser_agent(kubectl, ["sh", "-c", script], name="drained")
+    task(kubectl, "drain-task", "drained")
+    wait_for("the first pod to run", marker.exists, timeout=60)
+    [pod] = kubectl.json("get", "pods", "-l", "agents.wallestars.io/task=drain-task")["items"]
+    name = pod["metadata"]["name"]
+    body = tmp_path / "eviction.json"
+    body.write_text(json.dumps({"apiVersion": "policy/v1", "kind": "Eviction",
+                                "metadata": {"name": name, "namespace": kubectl.namespace}}))  # fmt: skip
+    kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{kubectl.namespace}/pods/{name}/eviction",
+        "-f",
+        str(body),
+    )
+    st = wait_for(
+        "Succeeded",
+        lambda: phase_is(kubectl, "drain-task", "Succeeded", "Failed", "TimedOut"),
+        timeout=120,
+    )
+    assert st["phase"] == "Succeeded" and st["attempt"] == 1 and len(st["attempts"]) == 1, st
+
+    def job_status() -> dict[str, Any]:
+        [job] = kubectl.json("get", "jobs", "-l", "agents.wallestars.io/task=drain-task")["items"]
+        return dict(job["status"])
+
+    # The second pod's exit reaches the Job a moment after its callback reached the task.
+    js = wait_for(
+        "the Job to complete", lambda: job_status().get("succeeded") == 1 and job_status()
+    )
+    assert not js.get("failed"), js  # the evicted pod was not counted as a failure
