@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from wallestars_api.lifecycle import TERMINAL
+from wallestars_api.lifecycle import TERMINAL, parse_ts
 from wallestars_api.objects import without_bookkeeping
 
 Key = tuple[str, str]
@@ -55,6 +56,10 @@ class State:
         # When each new, never-dispatched task was first seen (monotonic): the operator's
         # own share of created -> dispatched, as a metric.
         self.seen_at: dict[Key, float] = {}
+        # What a pass looks at, so its cost does not grow with the finished tasks kept:
+        # tasks not yet in a terminal phase, and when each finished task's TTL is due.
+        self.live: set[Key] = set()
+        self.expiry: dict[Key, datetime] = {}
 
     def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -75,7 +80,23 @@ class State:
         if kind == "tasks" and old is None and not (obj.get("status") or {}).get("phase"):
             self.seen_at[k] = time.monotonic()
         store[k] = slim(kind, obj)
+        if kind == "tasks":
+            self._index(k, store[k])
         self.wake.set()
+
+    def _index(self, k: Key, obj: Mapping[str, Any]) -> None:
+        status = obj.get("status") or {}
+        if status.get("phase") not in TERMINAL:
+            self.live.add(k)
+            self.expiry.pop(k, None)
+            return
+        self.live.discard(k)
+        ttl = (obj.get("spec") or {}).get("ttlSecondsAfterFinished")
+        done = parse_ts(status.get("completionTime"))
+        if ttl is not None and done is not None:
+            self.expiry[k] = done + timedelta(seconds=int(ttl))
+        else:
+            self.expiry.pop(k, None)
 
     def remove(self, kind: str, obj: Mapping[str, Any]) -> None:
         store = self.objects[kind]
@@ -84,6 +105,8 @@ class State:
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del store[k]
             self.seen_at.pop(k, None)
+            self.live.discard(k)
+            self.expiry.pop(k, None)
             if kind == "jobs":  # a Job's pod is cached (on demand) only while the Job exists
                 self.objects["pods"].pop(k, None)
             self.wake.set()

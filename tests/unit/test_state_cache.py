@@ -51,3 +51,18 @@ def test_an_older_resource_version_never_overwrites_a_newer_one() -> None:
     st.put("tasks", task("Succeeded", rv="9"))
     st.put("tasks", task("Dispatched", rv="7"))
     assert st.tasks[("n", "t")]["status"]["phase"] == "Succeeded"
+
+
+def test_the_pass_index_follows_each_task_phase_and_ttl() -> None:
+    st = State()
+    st.put("tasks", task("Dispatched", rv="1"))
+    assert st.live == {("n", "t")} and st.expiry == {}
+    st.put("tasks", task("Succeeded", rv="2"))  # ttlSecondsAfterFinished 60, finished 12:00:09
+    assert st.live == set()
+    assert st.expiry[("n", "t")].isoformat() == "2026-11-25T12:01:09+00:00"
+    no_ttl = task("Failed", rv="3")
+    del no_ttl["spec"]["ttlSecondsAfterFinished"]
+    st.put("tasks", no_ttl)
+    assert st.live == set() and st.expiry == {}  # never due: a pass never looks at it
+    st.remove("tasks", no_ttl)
+    assert st.live == set() and st.expiry == {} and st.tasks == {}
