@@ -178,12 +178,18 @@ class WebhookService:
         return 0.0 if value is None else value
 
     def stop(self) -> None:
-        self.proc.terminate()
+        stop_process(self.proc, 10)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the process is gone."""
+    if proc.poll() is None:
+        proc.terminate()
         try:
-            self.proc.wait(10)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
 
 
 def start_service(
@@ -285,13 +291,7 @@ class OperatorProcess:
         return float("nan") if value is None else value
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def start_operator(

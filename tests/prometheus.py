@@ -13,7 +13,7 @@ from typing import Any
 
 import localcluster
 import yaml
-from harness import free_port, wait_for
+from harness import free_port, stop_process, wait_for
 
 
 @dataclass
@@ -35,12 +35,7 @@ class Prometheus:
         return dict(self.api("query", query=expr))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def start(work: Path, jobs: dict[str, list[str]], rule_groups: list[dict[str, Any]]) -> Prometheus:
