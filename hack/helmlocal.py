@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import localcluster
-from harness import REPO, Kubectl, free_port, sample, scrape, wait_for
+from harness import REPO, Kubectl, free_port, wait_for
 
 CHART = REPO / "charts" / "wallestars-agents"
 
@@ -110,13 +110,6 @@ class Release:
             "the webhook service to be ready", lambda: up(self.webhooks_url + "/readyz"), timeout
         )
         wait_for("the operator's metrics", lambda: up(self.operator_metrics_url), timeout)
-
-    def metric(self, component: str, name: str, **labels: str) -> float:
-        url = (
-            self.operator_metrics_url if component == "operator" else self.webhooks_url + "/metrics"
-        )
-        value = sample(scrape(url), name, **labels)
-        return 0.0 if value is None else value
 
     def uninstall(self) -> None:
         self.helm("uninstall", self.name, "--wait", "--timeout", "120s", check=False)
