@@ -84,16 +84,26 @@ class Release:
             raise RuntimeError(f"helm {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out
 
-    def install(self, *extra: str, action: str = "install") -> None:
+    def install(self, *extra: str) -> None:
+        """`helm upgrade --install`: a first install, or the release an earlier run left
+        (`make demo` again on the dev cluster, whose release keeps running)."""
+        self.upgrade("--install", *extra)
+
+    def upgrade(self, *extra: str) -> None:
         values = self.kubeconfig.parent / f"values-{self.name}.json"
         values.write_text(json.dumps(self.values))
         self.helm(
-            action, self.name, str(CHART), "-f", str(values), "--wait", "--timeout", "180s", *extra
+            "upgrade",
+            self.name,
+            str(CHART),
+            "-f",
+            str(values),
+            "--wait",
+            "--timeout",
+            "180s",
+            *extra,
         )
         self.wait_serving()
-
-    def upgrade(self, *extra: str) -> None:
-        self.install(*extra, action="upgrade")
 
     def wait_serving(self, timeout: float = 90) -> None:
         """Until the webhook service is ready and the operator's metrics answer (helm's
