@@ -291,17 +291,26 @@ class ArtifactHandlers:
             return error(404, "not-found", "no such artifact")
         meta, path = found
         metrics.ARTIFACTS.labels("served").inc()
-        resp = web.FileResponse(path, headers={
+        headers = {
             "Content-Type": meta.content_type,
             "X-Content-SHA256": meta.sha256,
             "Content-Disposition": f'attachment; filename="{ref.artifact}"',
             "X-Content-Type-Options": "nosniff",
-        })  # fmt: skip
+        }
         if not self.store.temporary_copies:
-            return resp
-        try:  # a downloaded copy: serve it, then delete it
+            return web.FileResponse(path, headers=headers)
+        # A downloaded copy is unlinked before its first byte goes out, then streamed from
+        # the open descriptor: by the time a client sees the end of the body no copy is
+        # left on disk, and a client that hangs up mid-body leaves none either.
+        f = await asyncio.to_thread(path.open, "rb")
+        path.unlink(missing_ok=True)
+        try:
+            resp = web.StreamResponse(headers=headers)
+            resp.content_length = meta.size
             await resp.prepare(request)
+            while chunk := await asyncio.to_thread(f.read, CHUNK * 4):
+                await resp.write(chunk)
             await resp.write_eof()
         finally:
-            path.unlink(missing_ok=True)
+            f.close()
         return resp
