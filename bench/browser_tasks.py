@@ -38,6 +38,7 @@ from harness import (
     dispatched_task,
     free_port,
     install_api,
+    start_fixture_site,
     start_service,
     wait_for,
 )
@@ -138,9 +139,7 @@ def main() -> None:
     state = REPO / ".cluster" / "bench-browser"
     cluster = localcluster.up(state, ports=localcluster.Ports.free(), node=False)
     port = free_port()
-    site_proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fixture_site.py"), str(port)]
-    )
+    site_proc = start_fixture_site(port)
     site = f"http://127.0.0.1:{port}"
     svc = None
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from harness import (
     free_port,
     phase_is,
     reader_token,
+    start_fixture_site,
     wait_for,
 )
 
@@ -49,7 +49,7 @@ def main() -> int:
     print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods"))
 
     port = free_port()
-    site = subprocess.Popen([sys.executable, str(REPO / "tests" / "fixture_site.py"), str(port)])
+    site = start_fixture_site(port)
     try:
         smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
         chromium = shutil.which("chromium") or "chromium"

@@ -93,6 +93,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_fixture_site(port: int) -> subprocess.Popen[bytes]:
+    """tests/fixture_site.py as a process on 127.0.0.1:PORT. Run as a module from the
+    repository root, so it imports ``tests.servers`` whatever the caller's PYTHONPATH is."""
+    return subprocess.Popen([sys.executable, "-m", "tests.fixture_site", str(port)], cwd=REPO)
+
+
 def token_kubeconfig(cluster: localcluster.Cluster, path: Path, namespace: str, sa: str) -> Path:
     """A kubeconfig that authenticates as a service account (a bound token, as in a pod)."""
     token = Kubectl(cluster.kubeconfig)(
@@ -295,12 +301,22 @@ class OperatorProcess:
 
 
 def start_operator(
-    cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], callback_base: str, **env: str
+    cluster: localcluster.Cluster,
+    tmp: Path,
+    masters: list[bytes],
+    callback_base: str,
+    api_url: str | None = None,
+    **env: str,
 ) -> OperatorProcess:
-    """The operator as a process, under the chart's RBAC for it (a bound SA token)."""
+    """The operator as a process, under the chart's RBAC for it (a bound SA token).
+    ``api_url``: reach the API server there instead (hack/faultproxy.py), plain http."""
     tmp.mkdir(parents=True, exist_ok=True)
     install_chart_rbac(cluster)
     kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", SYSTEM_NS, "wallestars-operator")
+    if api_url is not None:
+        cfg = json.loads(kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"] = {"server": api_url}
+        kubeconfig.write_text(json.dumps(cfg))
     keys = tmp / "master-keys"
     keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
     Kubectl(cluster.kubeconfig).run("create", "namespace", SYSTEM_NS, check=False)
@@ -315,6 +331,8 @@ def start_operator(
         "WALLESTARS_METRICS_PORT": str(metrics_port),
         "WALLESTARS_LIVENESS_PORT": str(liveness_port),
         "WALLESTARS_CALLBACK_GRACE_SECONDS": "2",
+        # The test functions listen on loopback over plain http.
+        "WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP": "true",
         **env,
     }
     log = tmp / f"operator-{uuid.uuid4().hex[:6]}.log"
@@ -346,14 +364,16 @@ def start_operator(
 # --- Agents and AgentTasks for operator tests ------------------------------------------
 
 
+def credential_secret(kubectl: Kubectl, name: str, opt_in: bool = True, **data: str) -> None:
+    """A Secret an Agent may name: with the opt-in label the operator requires
+    (docs/operator.md, Secrets), or without it (``opt_in=False``) to see it refused."""
+    labels = {"agents.wallestars.io/credential": "true"} if opt_in else {}
+    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
+                   "stringData": data})  # fmt: skip
+
+
 def http_agent(kubectl: Kubectl, url: str, name: str = "fn", slots: int = 10) -> None:
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        f"{name}-auth",
-        "--from-literal=authorization=Bearer test-function-token",
-    )
+    credential_secret(kubectl, f"{name}-auth", authorization="Bearer test-function-token")
     kubectl.apply({
         "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": name},
         "spec": {"type": "cloud", "capabilities": ["api-test", "custom"], "concurrency": slots,

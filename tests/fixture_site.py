@@ -274,7 +274,8 @@ def site_in_thread(
 
 
 def main() -> None:
-    """``python tests/fixture_site.py PORT``: serve the site on 127.0.0.1 (used by make demo)."""
+    """``python -m tests.fixture_site PORT`` from the repository root: serve the site on
+    127.0.0.1 (harness.start_fixture_site: make demo and bench/browser_tasks.py)."""
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0

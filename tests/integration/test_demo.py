@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +13,16 @@ import pytest
 from harness import REPO
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="needs Debian's chromium (hack/setup.sh)"
-)
+def readme_cluster_commands() -> list[str]:
+    """The README's commands for the cluster the demo leaves running, as printed there
+    (the block that exports KUBECONFIG), less the export and ``make down``."""
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+                 if "export KUBECONFIG" in b)  # fmt: skip
+    cmds = [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines()]
+    return [c for c in cmds if c and not c.startswith(("export ", "make "))]
+
+
+@pytest.mark.requires("chromium")
 def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
     state = tmp_path / "demo-cluster"
     env = {**os.environ, "WALLESTARS_DEMO_DIR": str(state),
@@ -23,8 +30,16 @@ def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
     try:
         out = subprocess.run([sys.executable, str(REPO / "hack" / "demo.py")], env=env,
                              capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+        # Then what the README tells the user to try on the cluster the demo leaves up.
+        user = {**os.environ, "KUBECONFIG": str(state / "admin.kubeconfig"),
+                "PATH": f"{localcluster.bin_dirs()['helm']}:{os.environ['PATH']}"}  # fmt: skip
+        tried = {c: subprocess.run(["bash", "-c", c], env=user, capture_output=True, text=True,
+                                   timeout=60, check=False) for c in readme_cluster_commands()}  # fmt: skip
     finally:
         localcluster.down(state)
+    for c, r in tried.items():
+        assert r.returncode == 0, f"README: `{c}` failed on the demo's cluster: {r.stderr}"
+    assert "Succeeded" in tried["kubectl get wallestars -A"].stdout
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [line.split() for line in out.stdout.splitlines()]
     phases = {r[0]: r[1] for r in rows if r and r[0] in
