@@ -15,6 +15,11 @@ at once) and the operator, then:
   201) to first seen dispatched (a watch in this process), p50/p99.
 - memory: ``--memory-tasks`` tasks run to Succeeded and kept; the operator's resident
   memory (now and peak) with all of them in its caches.
+- expiry: ``--expire-tasks`` finished tasks whose ttlSecondsAfterFinished all fall due
+  at one instant (their completionTime set alike), while new tasks are offered at
+  ``--rate``/s from 10 s before that instant for ``--seconds``: created -> dispatched
+  of the new tasks (all, and those created in the 30 s after the instant), and how long
+  the deletions took.
 """
 
 from __future__ import annotations
@@ -149,6 +154,62 @@ def phase_latency(a: argparse.Namespace) -> dict[str, Any]:
                 **limits(a, env, a.seconds)}  # fmt: skip
 
 
+def phase_expiry(a: argparse.Namespace) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    from wallestars_api.kubeclient import MERGE_PATCH, KubeClient
+
+    ttl, lead = 3600, 30.0
+    with environment(a) as env:
+        kubeconfig = env.cluster.kubeconfig
+        old = [task_body(f"x{i}", "fn", ttlSecondsAfterFinished=ttl) for i in range(a.expire_tasks)]
+        asyncio.run(run_tasks(kubeconfig, NS, old))
+        due = time.time() + lead
+        done = datetime.fromtimestamp(due, UTC) - timedelta(seconds=ttl)
+
+        async def expire_at_once() -> None:
+            c = KubeClient.from_env(kubeconfig, connections=16)
+            sem = asyncio.Semaphore(16)
+            body = {"status": {"completionTime": done.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+
+            async def one(name: str) -> None:
+                async with sem:
+                    path = f"/apis/agents.wallestars.io/v1alpha1/namespaces/{NS}/agenttasks/{name}/status"
+                    await c.request("PATCH", path, body, MERGE_PATCH)
+
+            await asyncio.gather(*(one(b["metadata"]["name"]) for b in old))
+            await c.close()
+
+        asyncio.run(expire_at_once())
+        assert time.time() < due - 10, "setting completionTime took too long; raise the lead"
+        time.sleep(due - 10 - time.time())
+        n = int(a.rate * a.seconds)
+        run = asyncio.run(run_tasks(kubeconfig, NS, bodies("l", n), rate=a.rate))
+        lat = {k: run.tasks.first(k, DISPATCHED) - t for k, t in run.created.items()}  # type: ignore[operator]
+        window = [v for k, v in lat.items() if due <= run.created[k] <= due + 30]
+        k = Kubectl(kubeconfig, NS)
+        left = wait_remaining(k, "x", time.time() + 300)
+        return {"expiring_tasks": a.expire_tasks, "offered_per_second": a.rate, "tasks": n,
+                "created_to_dispatched_ms": percentiles(list(lat.values()), 50, 90, 99, 100),
+                "created_in_the_30s_after_expiry_ms": percentiles(window, 50, 90, 99, 100),
+                "expired_left_after_run": left[0], "all_deleted_after_s": round(left[1] - due, 1),
+                **limits(a, env, a.seconds)}  # fmt: skip
+
+
+def wait_remaining(k: Kubectl, prefix: str, deadline: float) -> tuple[int, float]:
+    """How many tasks named ``prefix``* are still there when the run ended; then wait for
+    them all to go (until ``deadline``): (left at first, when the last went)."""
+
+    def left() -> int:
+        names = k("get", "agenttasks", "-o", "name").split()
+        return sum(1 for n in names if n.split("/")[-1].startswith(prefix))
+
+    first = left()
+    while left() and time.time() < deadline:
+        time.sleep(1)
+    return first, time.time()
+
+
 def phase_memory(a: argparse.Namespace) -> dict[str, Any]:
     with environment(a) as env:
         before = rss_mb(env.op.proc.pid)
@@ -192,7 +253,7 @@ def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object
 
 
 PHASES = {"writes": phase_writes, "throughput": phase_throughput,
-          "latency": phase_latency, "memory": phase_memory}  # fmt: skip
+          "latency": phase_latency, "memory": phase_memory, "expiry": phase_expiry}  # fmt: skip
 
 
 def main() -> None:
@@ -204,6 +265,9 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50, help="latency phase: tasks offered per second")
     p.add_argument("--seconds", type=float, default=60, help="latency phase: how long")
     p.add_argument("--memory-tasks", type=int, default=10_000)
+    p.add_argument(
+        "--expire-tasks", type=int, default=2000, help="expiry phase: tasks expiring at once"
+    )
     p.add_argument(
         "--qps", type=float, default=50, help="the operator's client-side API rate limit"
     )

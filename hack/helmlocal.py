@@ -43,6 +43,8 @@ def local_values(browser_namespaces: list[str]) -> dict[str, Any]:
             "metricsPort": metrics,
             "livenessPort": liveness,
             "extraEnv": [{"name": "WALLESTARS_CALLBACK_GRACE_SECONDS", "value": "2"}],
+            # The local functions (tests, demo) listen on loopback over plain http.
+            "insecureDevelopmentAllowPlainHTTP": True,
         },
         "webhooks": {
             "replicas": 1,

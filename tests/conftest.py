@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,24 @@ import localcluster
 from harness import REPO, Kubectl, wait_for
 
 CRDS = sorted((REPO / "crds").glob("*.yaml"))
+# What a prerequisite named in @pytest.mark.requires(...) needs, and how to get it.
+PREREQUISITES = {"chromium": ("chromium", "Debian's chromium: hack/setup.sh installs it")}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires(*names): a prerequisite, see PREREQUISITES")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A missing prerequisite skips a test on a developer's machine; under CI it fails
+    the test, so a broken set-up can never pass as a run of skips."""
+    for mark in item.iter_markers("requires"):
+        for name in mark.args:
+            command, how = PREREQUISITES[name]
+            if shutil.which(command) is None:
+                if os.environ.get("CI"):
+                    pytest.fail(f"prerequisite missing under CI: {name} ({how})", pytrace=False)
+                pytest.skip(f"needs {name} ({how})")
 
 
 @pytest.fixture(scope="session")

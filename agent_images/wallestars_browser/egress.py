@@ -25,6 +25,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+# Cloud metadata and host-agent addresses, denied whatever an Agent allows. smokescreen
+# lets an allow range win over a deny range, so an Agent's allowances that reach into
+# these are dropped before smokescreen sees them (``never_denied``). Link-local holds AWS, GCP and Azure's
+# instance metadata (169.254.169.254) and ECS's task metadata (169.254.170.2); Azure's
+# WireServer is a public address reachable from every Azure VM, a known SSRF target;
+# AWS serves instance metadata over IPv6 too.
+ALWAYS_DENIED = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "168.63.129.16/32",
+    "fd00:ec2::254/128",
+)
+
 
 class NetworkPolicy(BaseModel):
     """`spec.browser.network` of the Agent (WALLESTARS_NETWORK)."""
@@ -35,6 +48,23 @@ class NetworkPolicy(BaseModel):
     allow_private_cidrs: list[str] = Field(default_factory=list, alias="allowPrivateCIDRs")
     allow_private_addresses: list[str] = Field(default_factory=list)  # IP or IP:port
     deny_cidrs: list[str] = Field(default_factory=list, alias="denyCIDRs")  # the cluster's
+
+
+def never_denied(entries: Sequence[str]) -> list[str]:
+    """The CIDRs or IP[:port] allowances that do not reach an ALWAYS_DENIED address (pure)."""
+    import ipaddress
+
+    denied = [ipaddress.ip_network(c) for c in ALWAYS_DENIED]
+    kept = []
+    for e in entries:
+        host = e.rsplit(":", 1)[0].strip("[]") if e.count(":") == 1 or e.startswith("[") else e
+        try:
+            net = ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            continue  # not an address: smokescreen would refuse to start on it
+        if not any(net.version == d.version and net.overlaps(d) for d in denied):
+            kept.append(e)
+    return kept
 
 
 def smokescreen_args(
@@ -48,11 +78,11 @@ def smokescreen_args(
     args = ["--listen-ip", "127.0.0.1", "--listen-port", str(port)]
     for r in resolvers:  # DNS servers (IP:port); the system's when none
         args += ["--resolver-address", r]
-    for cidr in policy.allow_private_cidrs:
+    for cidr in never_denied(policy.allow_private_cidrs):
         args += ["--allow-range", cidr]
-    for addr in policy.allow_private_addresses:
+    for addr in never_denied(policy.allow_private_addresses):
         args += ["--allow-address", addr]
-    for cidr in [*policy.deny_cidrs, *extra_deny]:
+    for cidr in [*ALWAYS_DENIED, *policy.deny_cidrs, *extra_deny]:
         args += ["--deny-range", cidr]
     if acl_file is not None:
         # Agents have no client certificates (smokescreen's roles): the ACL's default

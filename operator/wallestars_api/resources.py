@@ -10,3 +10,6 @@ AGENTS = "agents"
 # Finalizers, labels and annotations live on our own domain.
 LABEL_TASK = f"{GROUP}/task"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
+# A Secret the operator may use as an Agent's (or a task's) credential carries this label
+# with the value "true"; any other Secret is refused before its data is looked at.
+LABEL_CREDENTIAL = f"{GROUP}/credential"

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     # The cluster's pod and service ranges (comma-separated): no browser may reach them,
     # even where they are public addresses.
     deny_cidrs: str = ""
+    # Development only: lets http and azure-functions Agents use plain http:// function
+    # URLs (every invocation carries an attempt key and the Agent's credentials). Off in
+    # the chart; the local tests and the demo turn it on for their loopback functions.
+    insecure_development_allow_plain_http: bool = False
+    # How long a Secret an Agent names is cached (a rotated one is picked up after this),
+    # and how often each cloud Agent's Secrets and function are probed (Healthy).
+    secret_cache_seconds: float = Field(30.0, ge=0)
+    health_probe_seconds: float = Field(30.0, gt=0)
     metrics_port: int = 9090
     liveness_port: int = 8081
     log_level: str = "INFO"

@@ -73,6 +73,17 @@ async def secret_header(
     return {ref.get("header", default_header): value}
 
 
+def plain_http_refused(url: str, where: str) -> str | None:
+    """Why a function URL may not be used when plain http is not allowed, or None (pure)."""
+    if url.lower().startswith("https://"):
+        return None
+    return (
+        f"{where} must be an https:// URL: the invocation carries the attempt's key and "
+        "the Agent's credentials (plain http is allowed only by the installation's "
+        "development setting WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP)"
+    )
+
+
 @dataclass
 class HttpExecutor:
     """Any HTTPS function; Azure Functions' HTTP trigger is the same with its key header."""
@@ -81,7 +92,13 @@ class HttpExecutor:
     section: str = "http"
     url_field: str = "url"
     ref_field: str = "authHeaderSecretRef"
+    allow_plain_http: bool = False
     session: aiohttp.ClientSession | None = None
+
+    def refused(self, url: str, field_name: str) -> str | None:
+        if self.allow_plain_http:
+            return None
+        return plain_http_refused(url, f"spec.cloud.{self.section}.{field_name}")
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -90,6 +107,8 @@ class HttpExecutor:
 
     async def invoke(self, cloud: Mapping[str, Any], body: bytes, secret: SecretReader) -> None:
         conf = cloud.get(self.section) or {}
+        if why := self.refused(conf[self.url_field], self.url_field):
+            raise DispatchError(why)  # before any Secret is read or byte is sent
         headers = {"Content-Type": "application/json"}
         headers.update(await secret_header(conf.get(self.ref_field), secret, self.key_header))
         timeout = aiohttp.ClientTimeout(total=float(cloud.get("timeoutSeconds", 30)))
@@ -104,6 +123,8 @@ class HttpExecutor:
         url = (cloud.get(self.section) or {}).get("healthURL")
         if not url:
             return None  # nothing to probe: healthy until an invocation says otherwise
+        if why := self.refused(url, "healthURL"):
+            return why
         try:
             async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
                 return None if r.status < 300 else f"health check {url} answered HTTP {r.status}"
@@ -115,8 +136,10 @@ class HttpExecutor:
             await self.session.close()
 
 
-def azure_executor() -> HttpExecutor:
-    return HttpExecutor("x-functions-key", "azure", "functionURL", "functionKeySecretRef")
+def azure_executor(allow_plain_http: bool = False) -> HttpExecutor:
+    return HttpExecutor(
+        "x-functions-key", "azure", "functionURL", "functionKeySecretRef", allow_plain_http
+    )
 
 
 @dataclass
@@ -221,13 +244,13 @@ def encode(invocation: Mapping[str, Any]) -> bytes:
     return json.dumps(invocation, separators=(",", ":")).encode()
 
 
-@dataclass
 class Executors:
     """The executor of each provider, shared by every Agent of that provider."""
 
-    http: HttpExecutor = field(default_factory=HttpExecutor)
-    azure: HttpExecutor = field(default_factory=azure_executor)
-    aws: LambdaExecutor = field(default_factory=LambdaExecutor)
+    def __init__(self, allow_plain_http: bool = False) -> None:
+        self.http = HttpExecutor(allow_plain_http=allow_plain_http)
+        self.azure = azure_executor(allow_plain_http)
+        self.aws = LambdaExecutor()
 
     def of(self, provider: str | None) -> Executor:
         match provider:

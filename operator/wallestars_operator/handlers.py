@@ -75,8 +75,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             s.job_ttl_seconds,
             browser_image=s.browser_image,
             deny_cidrs=tuple(c.strip() for c in s.deny_cidrs.split(",") if c.strip()),
+            allow_plain_http=s.insecure_development_allow_plain_http,
+            secret_cache_seconds=s.secret_cache_seconds,
+            health_probe_seconds=s.health_probe_seconds,
         ),
         s.callback_grace_seconds,
+        s.api_qps,
     )
     _closers.append(rec)
     identity = s.identity or f"{socket.gethostname()}-{os.getpid()}"

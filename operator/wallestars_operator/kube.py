@@ -86,17 +86,18 @@ class Kube:
         newest: dict[str, Any] = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
         return newest
 
-    async def get_secret_value(self, ns: str, name: str, key: str) -> str | None:
-        import base64
-
+    async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
+        """A Secret, or None if it does not exist. Only for Secrets an Agent names; the
+        caller checks the opt-in label before it uses the data (cloud.Cloud)."""
         try:
-            s = await self.c.request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
+            s: dict[str, Any] = await self.c.request(
+                "GET", f"/api/v1/namespaces/{ns}/secrets/{name}"
+            )
         except ApiError as e:
             if e.code == 404:
                 return None
             raise
-        raw = (s.get("data") or {}).get(key)
-        return base64.b64decode(raw).decode() if raw is not None else None
+        return s
 
     async def patch_agent_status(self, ns: str, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTS}/{name}/status"

@@ -34,12 +34,27 @@ class AttemptConfig:
     dshm_limit: str = "1Gi"
     browser_image: str = DEFAULT_BROWSER_IMAGE  # for Agents that name none
     deny_cidrs: tuple[str, ...] = ()  # the cluster's ranges, refused to every browser
+    # Development only (WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP): cloud functions
+    # at plain http:// URLs. Off in the chart; the tests and the demo turn it on.
+    allow_plain_http: bool = False
+    secret_cache_seconds: float = 30.0  # how long a Secret an Agent names is cached
+    health_probe_seconds: float = 30.0  # how often each cloud Agent is probed
+
+
+def label_value(text: str) -> str:
+    """``text`` cut to a valid label value: at most 63 characters, ending alphanumeric
+    (a task's name may be 253 long, and a cut can end on '-' or '.', which the API
+    server refuses). Names start alphanumeric already."""
+    return text[:63].rstrip("-_.")
 
 
 def attempt_name(task_name: str, uid: str, attempt: int) -> str:
-    """A DNS-1123 name unique to (task, attempt), at most 63 characters."""
+    """A DNS-1123 label unique to (task, attempt), at most 63 characters: the Job's and
+    key Secret's name, also a label value (job-name) and the start of its pod's hostname,
+    so no dots."""
     digest = hashlib.sha256(f"{uid}/{attempt}".encode()).hexdigest()[:8]
-    return f"{task_name[:45].rstrip('-.')}-{digest}-a{attempt}"
+    stem = task_name[:45].replace(".", "-").rstrip("-")
+    return f"{stem}-{digest}-a{attempt}"
 
 
 def callback_url(cfg: AttemptConfig, uid: str, attempt: int) -> str:
@@ -61,10 +76,10 @@ def owner_reference(task: Mapping[str, Any]) -> dict[str, Any]:
 def labels(task: Mapping[str, Any], attempt: int, agent: str) -> dict[str, str]:
     meta = task["metadata"]
     return {
-        f"{GROUP}/task": meta["name"][:63],
+        f"{GROUP}/task": label_value(meta["name"]),
         f"{GROUP}/task-uid": meta["uid"],
         f"{GROUP}/attempt": str(attempt),
-        f"{GROUP}/agent": agent[:63],
+        f"{GROUP}/agent": label_value(agent),
         "app.kubernetes.io/managed-by": "wallestars-operator",
         "app.kubernetes.io/component": "browser-agent",
     }

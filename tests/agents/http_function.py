@@ -5,7 +5,7 @@ the SDK like a real function would. What it does is steered by the task's
 payload.data.behaviour: succeed (default), fail-once (fail attempt 1, then succeed),
 fail (always), silent (never call back), refuse (answer 500 to the invocation),
 slow (call back success after 8 s). GET /invocations/<task uid> says how many times
-the task was invoked.
+the task was invoked; GET /invoked-at/<task uid> when (epoch seconds, each time).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ async def invoke(request: web.Request) -> web.Response:
     inv = await request.json()
     counts = request.app["invocations"]
     counts[inv["task"]["uid"]] = counts.get(inv["task"]["uid"], 0) + 1
+    request.app["times"].setdefault(inv["task"]["uid"], []).append(time.time())
     if ((inv.get("payload") or {}).get("data") or {}).get("behaviour") == "refuse":
         return web.Response(status=500, text="function crashed")
     if request.headers.get("Authorization") != "Bearer test-function-token":
@@ -55,12 +57,18 @@ async def invocations(request: web.Request) -> web.Response:
     return web.json_response(request.app["invocations"].get(request.match_info["uid"], 0))
 
 
+async def invoked_at(request: web.Request) -> web.Response:
+    return web.json_response(request.app["times"].get(request.match_info["uid"], []))
+
+
 def main() -> None:
     app = web.Application()
+    app["times"] = {}
     app["background"] = set()
     app["invocations"] = {}
     app.router.add_post("/", invoke)
     app.router.add_get("/invocations/{uid}", invocations)
+    app.router.add_get("/invoked-at/{uid}", invoked_at)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 
 

@@ -42,7 +42,7 @@ async def secret(name: str, key: str) -> str | None:
 
 async def test_posts_the_invocation_with_the_function_key(trigger: Any) -> None:
     seen, cloud, _ = trigger
-    ex = azure_executor()
+    ex = azure_executor(allow_plain_http=True)  # the loopback trigger speaks plain http
     await ex.invoke(cloud, b'{"attempt": 1}', secret)
     await ex.close()
     assert seen == [{"key": "the-function-key", "body": {"attempt": 1}}]
@@ -52,7 +52,7 @@ async def test_a_refusal_is_a_dispatch_error_and_health_follows_the_health_url(
     trigger: Any,
 ) -> None:
     _, cloud, answer = trigger
-    ex = azure_executor()
+    ex = azure_executor(allow_plain_http=True)  # the loopback trigger speaks plain http
     assert await ex.health(cloud, secret) is None
     answer.update(status=500, health=503)
     with pytest.raises(DispatchError, match="HTTP 500: queued"):
@@ -64,8 +64,28 @@ async def test_a_refusal_is_a_dispatch_error_and_health_follows_the_health_url(
 async def test_a_missing_key_is_refused_before_sending(trigger: Any) -> None:
     seen, cloud, _ = trigger
     cloud["azure"]["functionKeySecretRef"] = {"name": "other", "key": "key"}
-    ex = azure_executor()
+    ex = azure_executor(allow_plain_http=True)  # the loopback trigger speaks plain http
     with pytest.raises(DispatchError, match="Secret other has no key key"):
         await ex.invoke(cloud, b"{}", secret)
     await ex.close()
     assert seen == []
+
+
+async def test_plain_http_is_refused_before_any_secret_or_byte_without_the_dev_setting(
+    trigger: Any,
+) -> None:
+    seen, cloud, _ = trigger
+    asked: list[str] = []
+
+    async def spy(name: str, key: str) -> str | None:
+        asked.append(name)
+        return "the-function-key"
+
+    ex = azure_executor()
+    with pytest.raises(
+        DispatchError, match=r"spec.cloud.azure.functionURL must be an https:// URL"
+    ):
+        await ex.invoke(cloud, b"{}", spy)
+    assert "healthURL must be an https:// URL" in (await ex.health(cloud, spy) or "")
+    await ex.close()
+    assert seen == [] and asked == []  # nothing sent, no Secret read

@@ -35,7 +35,7 @@ from tests.fixture_site import Canary, Site, site_in_thread
 CHROMIUM = shutil.which("chromium")
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (hack/setup.sh)"),
+    pytest.mark.requires("chromium"),
 ]
 
 

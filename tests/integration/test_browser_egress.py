@@ -27,7 +27,7 @@ from tests.fake_dns import start_dns
 from tests.fixture_site import TRICKS, Canary, Site, start_site
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (hack/setup.sh)")
+pytestmark = pytest.mark.requires("chromium")
 
 
 @dataclass

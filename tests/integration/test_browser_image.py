@@ -36,9 +36,7 @@ def test_entrypoint_user_and_default_image_agree_with_the_operator() -> None:
     assert version and DEFAULT_BROWSER_IMAGE.endswith(":" + version[1])
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="needs Debian's chromium (hack/setup.sh)"
-)
+@pytest.mark.requires("chromium")
 def test_self_test_passes() -> None:
     smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
     env = {**os.environ, "WALLESTARS_CHROMIUM": shutil.which("chromium") or "",

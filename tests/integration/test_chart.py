@@ -44,9 +44,6 @@ from tests import prometheus
 
 TASKS_NS = "chart-tasks"
 SYSTEM = "wallestars-system"
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="needs Debian's chromium (hack/setup.sh)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +125,7 @@ def test_install_runs_both_services_from_the_chart(k: Kubectl, release: helmloca
     assert "agenttasks.agents.wallestars.io" in crds and "agents.agents.wallestars.io" in crds
 
 
+@pytest.mark.requires("chromium")
 def test_browser_and_http_tasks_succeed_through_the_chart(
     k: Kubectl, release: helmlocal.Release, site: int, function: str
 ) -> None:

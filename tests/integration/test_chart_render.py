@@ -67,6 +67,19 @@ BAD_VALUES = [
     ("metrics.prometheusRule.failureRatio=2", "/metrics/prometheusRule/failureRatio"),
     ("operator.callbackBaseURL=ftp://webhooks", "/operator/callbackBaseURL"),
     ("networkPolicies.browserNamespaces={Team_A}", "/networkPolicies/browserNamespaces/0"),
+    ("operator.namespaces={Team_A}", "/operator/namespaces/0"),
+    (
+        "operator.insecureDevelopmentAllowPlainHTTP=yes",
+        "/operator/insecureDevelopmentAllowPlainHTTP",
+    ),
+    ("networkPolicies.apiServer.cidrs={10.0.0.1}", "/networkPolicies/apiServer/cidrs/0"),
+    ("networkPolicies.apiServer.ports={0}", "/networkPolicies/apiServer/ports/0"),
+    # An egress rule without peers would allow every destination.
+    ("networkPolicies.operatorEgress[0].ports[0].port=443", "/networkPolicies/operatorEgress/0"),
+    (
+        "networkPolicies.webhooksEgress[0].to[0].publicAddresses=false",
+        "/networkPolicies/webhooksEgress/0/to/0",
+    ),
 ]
 
 
@@ -147,7 +160,174 @@ def test_network_policies_for_the_webhook_service_and_each_browser_namespace() -
         public = [r for r in eg["egress"] if any("ipBlock" in t for t in r["to"])]
         (block,) = [t["ipBlock"] for r in public for t in r["to"]]
         assert block["cidr"] == "0.0.0.0/0"
-        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"} <= set(block["except"])  # fmt: skip
+        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8",
+                "168.63.129.16/32"} <= set(block["except"])  # fmt: skip
+
+
+def egress_of(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    (pol,) = [d for d in of_kind(docs, "NetworkPolicy")
+              if d["metadata"]["name"] == f"wallestars-{component}"]  # fmt: skip
+    assert "Egress" in pol["spec"]["policyTypes"]
+    return list(pol["spec"]["egress"])
+
+
+def public_443(rule: dict[str, Any]) -> bool:
+    return rule.get("ports") == [{"port": 443, "protocol": "TCP"}] and [
+        t["ipBlock"]["cidr"] for t in rule["to"] if "ipBlock" in t
+    ] == ["0.0.0.0/0"]
+
+
+@pytest.mark.parametrize("component", ["operator", "webhooks"])
+def test_service_policies_let_out_dns_and_the_api_server(component: str) -> None:
+    rules = egress_of(rendered(), component)
+    dns, api = rules[0], rules[1]
+    assert dns["to"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }]  # fmt: skip
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    # No cidrs: the API ports to any address (Service port or endpoints' port).
+    assert "to" not in api
+    assert api["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+    tight = egress_of(
+        rendered("--set", "networkPolicies.apiServer.cidrs={172.18.0.2/32}"), component
+    )
+    assert tight[1]["to"] == [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+
+
+def test_operator_reaches_public_https_and_the_webhook_service_s3_only_when_used() -> None:
+    denied = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicies"]["deniedCIDRs"]
+    assert "168.63.129.16/32" in denied  # Azure's WireServer
+    op = egress_of(rendered(), "operator")
+    assert len(op) == 3 and public_443(op[2])
+    assert op[2]["to"][0]["ipBlock"]["except"] == denied
+    # The filesystem store: the webhook service needs nothing beyond DNS and the API server.
+    assert len(egress_of(rendered(), "webhooks")) == 2
+    s3 = egress_of(rendered("--set", "artifacts.store=s3", "--set", "artifacts.s3.bucket=results"), "webhooks")  # fmt: skip
+    assert len(s3) == 3 and public_443(s3[2])
+    # Rules of your own: NetworkPolicy peers pass through as given.
+    mine = [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "fn"}}}],
+             "ports": [{"port": 8080, "protocol": "TCP"}]}]  # fmt: skip
+    op = egress_of(rendered("--set-json", f"networkPolicies.operatorEgress={json.dumps(mine)}"), "operator")  # fmt: skip
+    assert op[2:] == mine
+
+
+# --- Secrets (issue #13: "Any Secret can be sent to any URL") ---------------------------
+
+
+def secret_ref_paths() -> list[str]:
+    """Every Secret reference in the Agent schema, as .spec.a.b or .spec.a[].b."""
+    crd = yaml.safe_load((REPO / "crds" / "agents.wallestars.io_agents.yaml").read_text())
+    [version] = crd["spec"]["versions"]
+    out: list[str] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        for name, sub in (schema.get("properties") or {}).items():
+            if name.endswith("SecretRef") or name == "secretKeyRef":
+                out.append(f"{path}.{name}")
+            walk(sub, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    return out
+
+
+def secret_refs_policy() -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = rendered()
+    name = "agents.agents.wallestars.io-secret-refs"
+    (policy,) = [
+        d for d in of_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"] == name
+    ]
+    (binding,) = [d for d in of_kind(docs, "ValidatingAdmissionPolicyBinding")
+                  if d["metadata"]["name"] == name]  # fmt: skip
+    return policy["spec"], binding["spec"]
+
+
+def test_secret_refs_policy_checks_every_secret_reference_in_the_agent_schema() -> None:
+    spec, binding = secret_refs_policy()
+    assert binding == {"policyName": "agents.agents.wallestars.io-secret-refs", "validationActions": ["Deny"]}  # fmt: skip
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["agents.wallestars.io"] and rule["resources"] == ["agents"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    cel = "\n".join(
+        [v["expression"] for v in spec["variables"]]
+        + [v["expression"] for v in spec["validations"]]
+    )
+    paths = secret_ref_paths()
+    assert {".spec.cloud.http.authHeaderSecretRef", ".spec.cloud.azure.functionKeySecretRef",
+            ".spec.cloud.aws.credentialsSecretRef", ".spec.browser.env[].valueFrom.secretKeyRef"} <= set(paths)  # fmt: skip
+    for path in paths:
+        head, *rest = path.split("[]")
+        assert f"object{head}" in cel, f"the policy does not read {path}"
+        assert all(part in cel for part in rest), f"the policy does not read {path}"
+        assert f"{path.rsplit('.', 1)[1]}.name" in cel, f"the policy does not take {path}.name"
+    # Each name variable is checked by some validation, as the requesting user, for get.
+    checks = [
+        v["expression"] for v in spec["validations"] if ".check('get').allowed()" in v["expression"]
+    ]
+    for var in spec["variables"]:
+        assert any(f"variables.{var['name']}" in c for c in checks), var["name"]
+    for c in checks:
+        assert "authorizer.group('').resource('secrets').namespace(request.namespace).name(" in c
+        # An authorization check costs 350,000 of an expression's 1,000,000 CEL budget.
+        assert c.count(".check(") == 1, c
+
+
+def test_secret_refs_policy_messages_name_the_field_without_the_authorizer() -> None:
+    """The API server evaluates messageExpression without `authorizer` (nor may a message
+    use a variable that calls it): a message that tried would fall back to a generic one."""
+    spec, _ = secret_refs_policy()
+    authz_vars = {v["name"] for v in spec["variables"] if "authorizer" in v["expression"]}
+    for v in spec["validations"]:
+        msg = v["messageExpression"]
+        assert "authorizer" not in msg and not any(f"variables.{n}" in msg for n in authz_vars)
+        assert v["reason"] == "Forbidden"
+    msgs = "\n".join(v["messageExpression"] for v in spec["validations"])
+    for path in secret_ref_paths():
+        assert path.lstrip(".") in msgs, f"no refusal names {path}"
+    # The browser env's Secrets are checked in slots 0..n-1, and more than n are refused.
+    exprs = [v["expression"] for v in spec["validations"]]
+    slots = {int(i) for e in exprs for i in re.findall(r"variables\.envSecrets\[(\d+)\]", e)}
+    assert slots == set(range(len(slots))) and len(slots) >= 4
+    assert f"size(variables.envSecrets) <= {len(slots)}" in exprs
+
+
+def test_operator_gets_secrets_cluster_wide_only_without_operator_namespaces() -> None:
+    def secret_rules(role: dict[str, Any]) -> list[dict[str, Any]]:
+        return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+    docs = rendered()
+    (cluster,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == "wallestars-operator"]  # fmt: skip
+    assert secret_rules(cluster) == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]  # fmt: skip
+    assert not [r for r in of_kind(docs, "Role") if secret_rules(r)]
+
+    docs = rendered("--set", "operator.namespaces={team-a,team-b}")
+    (cluster,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == "wallestars-operator"]  # fmt: skip
+    assert not secret_rules(cluster)
+    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role") if secret_rules(r)}
+    assert set(roles) == {"team-a", "team-b"}
+    for ns, role in roles.items():
+        assert secret_rules(role) == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}]  # fmt: skip
+        (binding,) = [b for b in of_kind(docs, "RoleBinding")
+                      if b["metadata"]["namespace"] == ns and b["roleRef"]["name"] == role["metadata"]["name"]]  # fmt: skip
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "wallestars-operator",
+                "namespace": "wallestars-system",
+            }
+        ]
+
+
+@pytest.mark.parametrize(("args", "value"), [((), "false"), (("--set", "operator.insecureDevelopmentAllowPlainHTTP=true"), "true")])  # fmt: skip
+def test_plain_http_function_urls_only_when_asked(args: tuple[str, ...], value: str) -> None:
+    (dep,) = [d for d in of_kind(rendered(*args), "Deployment") if d["metadata"]["name"].endswith("operator")]  # fmt: skip
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP"] == value
 
 
 def test_master_key_is_generated_in_standard_webhooks_form_or_taken_from_a_named_secret() -> None:

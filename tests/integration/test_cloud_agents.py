@@ -21,6 +21,7 @@ from harness import (
     Kubectl,
     OperatorProcess,
     WebhookService,
+    credential_secret,
     phase_is,
     wait_for,
 )
@@ -69,8 +70,8 @@ def world() -> Iterator[tuple[Loop, FakeLambda, str, str]]:
 
 
 def lambda_agent(k: Kubectl, endpoint: str) -> None:
-    k("create", "secret", "generic", "aws-creds", "--from-literal=AWS_ACCESS_KEY_ID=AKIDEXAMPLE",
-      "--from-literal=AWS_SECRET_ACCESS_KEY=not-a-real-secret")  # fmt: skip
+    credential_secret(k, "aws-creds", AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
+                      AWS_SECRET_ACCESS_KEY="not-a-real-secret")  # fmt: skip
     k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "lambda"},
              "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 5,
                       "cloud": {"provider": "aws-lambda", "aws": {
@@ -186,7 +187,7 @@ def test_azure_functions_http_trigger_end_to_end(
     base, runner = loop.run(serve(app))
     url = f"{base}/api/wallestars"
     try:
-        kubectl("create", "secret", "generic", "fn-key", "--from-literal=key=the-function-key")
+        credential_secret(kubectl, "fn-key", key="the-function-key")
         kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "azure"},
                        "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 2, "cloud": {"provider": "azure-functions",
                                 "azure": {"functionURL": url, "functionKeySecretRef": {"name": "fn-key", "key": "key"}}}}})  # fmt: skip

@@ -104,6 +104,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("agent-zero-slots", with_spec(BROWSER_AGENT, concurrency=0), "spec.concurrency"),
     ("agent-bad-capability", with_spec(BROWSER_AGENT, capabilities=["Screen Shot"]),
      "spec.capabilities[0]"),
+    ("browser-agent-malformed-image",
+     with_spec(BROWSER_AGENT, browser={"image": "UPPER CASE/with spaces::"}),
+     "must be an image reference such as registry.example.com"),
+    ("browser-agent-image-bad-digest",
+     with_spec(BROWSER_AGENT, browser={"image": "registry.example.com/agent@sha256:xyz"}),
+     "spec.browser.image"),
     ("agent-inline-secret-env",
      with_spec(BROWSER_AGENT, browser={"image": "x", "env": [{"name": "TOKEN"}]}),
      "spec.browser.env[0]"),
@@ -133,9 +139,12 @@ def test_at_least_fifteen_kinds_of_invalid_object() -> None:
 def test_example_is_accepted(kubectl: Kubectl, path: Path) -> None:
     out = kubectl("create", "-f", str(path))
     assert "created" in out
-    obj = yaml.safe_load(path.read_text())
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (obj,) = [d for d in docs if d["kind"] in ("Agent", "AgentTask")]
     got = kubectl.json("get", obj["kind"].lower(), obj["metadata"]["name"])
     assert got["spec"]["type"] == obj["spec"]["type"]
+    for ref in [d for d in docs if d["kind"] == "Secret"]:  # credentials opt in (#13)
+        assert ref["metadata"]["labels"]["agents.wallestars.io/credential"] == "true"
 
 
 def test_defaults_are_applied(kubectl: Kubectl) -> None:

@@ -4,8 +4,9 @@ Each documented line is matched to one way of checking it (``CHECKS``); a line t
 check claims fails the test, so a new command cannot be documented without deciding how
 it is kept working. Benchmarks run in a smoke mode (their own flags, repeated after the
 documented ones: argparse keeps the last value), make targets are resolved by
-``make -n``, and lines that need the demo's running cluster are run by test_demo.py
-after the demo, against its cluster.
+``make -n``; lines that need a running cluster name the test that runs them (the
+README's block for the demo's cluster is run by test_demo.py against that cluster), and
+the few that need a cloud account say so.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
 
 @dataclass(frozen=True)
 class Check:
-    how: str  # smoke | make | demo | elsewhere
+    how: str  # smoke | make | covered | elsewhere
     extra: str = ""  # smoke: the arguments that make a run short
-    why: str = ""  # demo / elsewhere: where it is exercised, or why it cannot run here
+    why: str = ""  # covered / elsewhere: which test runs it, or why it cannot run here
 
 
 # (pattern of a documented command, how it is checked). First match wins.
@@ -50,28 +51,29 @@ CHECKS: list[tuple[str, Check]] = [
     (r"make (demo|test|up|down|unit|integration)\b", Check("make")),
     (
         r"(export KUBECONFIG=|kubectl get wallestars|helm -n wallestars-system status)",
-        Check("demo", why="test_demo.py runs it against the demo's cluster"),
+        Check("covered", why="test_demo.py runs it against the demo's cluster"),
     ),
     (
         r"kubectl (get nodes|create job hello|logs job/hello)",
         Check(
-            "demo", why="test_node_standin.py runs a Job and reads its logs through the API server"
+            "covered",
+            why="test_node_standin.py runs a Job and reads its logs through the API server",
         ),
     ),
     (
         r"(helm (install|upgrade|test) wallestars|kubectl (label namespace|apply --server-side))",
-        Check("demo", why="test_chart.py installs, tests and upgrades the chart (helmlocal)"),
+        Check("covered", why="test_chart.py installs, tests and upgrades the chart (helmlocal)"),
     ),
     (
         r"(curl -H \"Authorization: Bearer|http://wallestars-webhooks)",
-        Check("demo", why="artifact download by token: test_demo.py and test_chart.py"),
+        Check("covered", why="artifact download by token: test_demo.py and test_chart.py"),
     ),
     (
         r"(agent_images/aws_lambda/package\.sh)",
-        Check("demo", why="test_cloud_templates.py builds the zip and imports its handler"),
+        Check("covered", why="test_cloud_templates.py builds the zip and imports its handler"),
     ),
     (
-        r"(sam deploy|--stack-name|kubectl create secret generic wallestars-fn-key)",
+        r"(sam deploy|--stack-name|kubectl (create|label) secret (generic )?wallestars-fn-key)",
         Check("elsewhere", why="needs an AWS or Azure account; no cloud is reachable here"),
     ),
 ]
@@ -97,6 +99,9 @@ def check_of(cmd: str) -> Check | None:
 def test_every_documented_command_has_a_check() -> None:
     unclaimed = [(f, c) for f, c in documented() if check_of(c) is None]
     assert not unclaimed, f"documented commands nobody checks (add them to CHECKS): {unclaimed}"
+    for _, check in CHECKS:  # a command said to be covered names a test that exists
+        for test in re.findall(r"test_\w+\.py", check.why):
+            assert (REPO / "tests" / "integration" / test).exists(), test
     assert any(check_of(c) and check_of(c).how == "smoke" for _, c in documented())  # type: ignore[union-attr]
 
 

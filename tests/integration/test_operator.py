@@ -25,6 +25,11 @@ from harness import (
 pytestmark = pytest.mark.cluster
 
 
+def progress_agent_command() -> list[str]:
+    """A browser Agent's command for an agent that reports progress and succeeds."""
+    return [sys.executable, str(REPO / "tests" / "agents" / "progress_agent.py")]
+
+
 def test_http_agent_task_succeeds(
     operator: OperatorProcess, function_url: str, kubectl: Kubectl
 ) -> None:
@@ -266,15 +271,15 @@ def test_agent_selection_by_capability_and_load_and_paused_agents(
         "Ready": "True",
         "Healthy": "True",
     }
-    held = wait_for(
-        "held status",
-        lambda: (
-            (kubectl.json("get", "agent", "held").get("status") or {}).get("conditions")
-            and kubectl.json("get", "agent", "held")
-        ),
-        timeout=30,
-    )
-    ready = next(c for c in held["status"]["conditions"] if c["type"] == "Ready")
+
+    def held_ready() -> dict[str, Any] | None:
+        # Wait for the reason itself: a Ready=True written before the pause was seen may
+        # still stand for up to 2 s (agent status is written at most every 2 s).
+        conds = (kubectl.json("get", "agent", "held").get("status") or {}).get("conditions")
+        ready = next((c for c in conds or [] if c["type"] == "Ready"), None)
+        return ready if ready and ready["reason"] == "Paused" else None
+
+    ready = wait_for("held status", held_ready, timeout=30)
     assert (ready["status"], ready["reason"]) == ("False", "Paused")
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from wallestars_browser import imagediff
 from wallestars_browser.browser import CHROMIUM_ARGS, launch_options
-from wallestars_browser.egress import NetworkPolicy, acl_yaml, denials, smokescreen_args
+from wallestars_browser.egress import (
+    ALWAYS_DENIED,
+    NetworkPolicy,
+    acl_yaml,
+    denials,
+    smokescreen_args,
+)
 from wallestars_browser.runner import INLINE_LIMIT, inline
 from wallestars_browser.tasks.accessibility import over_allowed, summarize
 from wallestars_browser.tasks.common import Evidence
@@ -60,11 +66,33 @@ def test_smokescreen_gets_exactly_the_agents_exceptions() -> None:
     pol = NetworkPolicy.model_validate({"allowPrivateAddresses": ["127.0.0.1:8080"],
                                         "allowPrivateCIDRs": ["10.9.0.0/16"], "denyCIDRs": ["34.0.0.0/8"]})  # fmt: skip
     args = smokescreen_args(pol, 4750, Path("/w/acl.yaml"), ["100.96.0.0/11"], ["127.0.0.1:53"])
+    always = [a for c in ALWAYS_DENIED for a in ("--deny-range", c)]
     assert args == ["--listen-ip", "127.0.0.1", "--listen-port", "4750",
                     "--resolver-address", "127.0.0.1:53", "--allow-range", "10.9.0.0/16",
-                    "--allow-address", "127.0.0.1:8080", "--deny-range", "34.0.0.0/8",
+                    "--allow-address", "127.0.0.1:8080", *always, "--deny-range", "34.0.0.0/8",
                     "--deny-range", "100.96.0.0/11", "--config-file", "/w/smokescreen.yaml",
                     "--egress-acl-file", "/w/acl.yaml"]  # fmt: skip
+
+
+def test_cloud_metadata_addresses_are_always_denied() -> None:
+    """Link-local (AWS/GCP/Azure IMDS), Azure's WireServer and AWS's IPv6 IMDS (#13)."""
+    assert {"169.254.0.0/16", "168.63.129.16/32", "fd00:ec2::254/128", "fe80::/10"} <= set(
+        ALWAYS_DENIED
+    )
+    args = smokescreen_args(NetworkPolicy(), 4750, None)
+    for cidr in ("168.63.129.16/32", "fd00:ec2::254/128", "169.254.0.0/16"):
+        assert args[args.index(cidr) - 1] == "--deny-range"
+
+
+def test_an_agent_cannot_allow_its_way_into_metadata_addresses() -> None:
+    """smokescreen lets an allow range beat a deny range, so such allowances are dropped."""
+    pol = NetworkPolicy.model_validate({
+        "allowPrivateCIDRs": ["169.254.0.0/16", "168.63.0.0/16", "10.0.0.0/8", "fd00::/8", "0.0.0.0/0"],
+        "allowPrivateAddresses": ["169.254.169.254:80", "168.63.129.16", "[fd00:ec2::254]:80",
+                                  "127.0.0.1:8080"]})  # fmt: skip
+    args = smokescreen_args(pol, 4750, None)
+    allowed = [args[i + 1] for i, a in enumerate(args) if a in ("--allow-range", "--allow-address")]
+    assert allowed == ["10.0.0.0/8", "127.0.0.1:8080"]
 
 
 def test_host_allowlist_becomes_an_enforcing_default_acl() -> None:

@@ -47,3 +47,15 @@ def test_each_provider_has_its_executor() -> None:
     assert ex.azure.key_header == "x-functions-key" and ex.azure.url_field == "functionURL"
     with pytest.raises(DispatchError, match="unknown cloud provider 'gcp'"):
         ex.of("gcp")
+
+
+def test_plain_http_function_urls_need_the_development_setting() -> None:
+    from wallestars_operator.executors import plain_http_refused
+
+    assert plain_http_refused("https://fn.example.com/run", "spec.cloud.http.url") is None
+    assert plain_http_refused("HTTPS://fn.example.com/run", "x") is None
+    why = plain_http_refused("http://fn.example.com/run", "spec.cloud.http.url")
+    assert why and why.startswith("spec.cloud.http.url must be an https:// URL")
+    assert "WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP" in why
+    assert Executors().http.refused("http://x/", "url") is not None
+    assert Executors(allow_plain_http=True).http.refused("http://x/", "url") is None

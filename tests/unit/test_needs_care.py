@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from wallestars_operator.reconcile import needs_care
+from wallestars_operator.upkeep import needs_care
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 

@@ -1,0 +1,112 @@
+"""The operator against an API server that errs (hack/faultproxy.py between them).
+
+Issue #20: a cloud task whose every invocation is refused (HTTP 401: the Agent's auth
+header is wrong) must end each attempt within seconds, whatever the API server does to
+the write that records the refusal — 500s, 503s and 429s, writes applied but answered
+500, slow answers, reset connections, cut watches, 410 Gone on resume — and across
+operator SIGKILLs: every task Failed with reason DispatchFailed, every attempt ended
+as DispatchFailed (never Timeout), each task's end a few seconds after its last
+refusal plus the backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import faultproxy
+import localcluster
+import pytest
+from harness import (
+    TERMINAL_PHASES,
+    Kubectl,
+    WebhookService,
+    credential_secret,
+    free_port,
+    start_operator,
+    wait_for,
+)
+from wallestars_api.lifecycle import parse_ts
+
+pytestmark = pytest.mark.cluster
+TASKS = 60
+FAULTS = {
+    "error": 0.05,  # 500 / 503 / 429 with Retry-After
+    "applied_then_error": 0.05,
+    "slow": 0.03,
+    "slow_seconds": 1.5,
+    "reset": 0.01,
+    "watch_cut": [20, 200],
+    "watch_gone": 0.3,
+}
+
+
+def test_refused_invocations_end_their_attempts_within_seconds_under_api_faults(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    function_url: str,
+    kubectl: Kubectl,
+    tmp_path: Path,
+) -> None:
+    proxy = faultproxy.start(cluster.server, cluster.pki / "ca.crt", free_port())
+    env = {"WALLESTARS_LEASE_SECONDS": "3", "WALLESTARS_IDENTITY": "faulty"}
+    # Every invocation answered 401: the Agent's auth header is not the function's.
+    credential_secret(kubectl, "fn-auth", authorization="Bearer wrong-token")
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "fn"},
+                   "spec": {"type": "cloud", "capabilities": ["custom"], "concurrency": 20,
+                            "cloud": {"provider": "http", "http": {"url": function_url,
+                                      "authHeaderSecretRef": {"name": "fn-auth", "key": "authorization"}}}}})  # fmt: skip
+    op = start_operator(cluster, tmp_path / "op", webhook_service.masters, webhook_service.url,
+                        api_url=proxy.url, **env)  # fmt: skip
+    try:
+        proxy.set(**FAULTS)
+        kubectl.apply({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": f"r{i}"},
+             "spec": {"agentRef": "fn", "type": "custom", "payload": {"data": {}},
+                      "retries": {"limit": 3, "backoffSeconds": 1, "jitter": 0}}}
+            for i in range(TASKS)]})  # fmt: skip
+        for pause in (6, 9):  # two SIGKILLs mid-run; the same pod name on restart
+            time.sleep(pause)
+            op.proc.send_signal(signal.SIGKILL)
+            op.proc.wait()
+            op = start_operator(cluster, tmp_path / "op", webhook_service.masters,
+                                webhook_service.url, api_url=proxy.url, **env)  # fmt: skip
+
+        def unfinished() -> list[tuple[str, str]]:
+            items = kubectl.json("get", "agenttasks")["items"]
+            return [(t["metadata"]["name"], json.dumps(t.get("status", {}))[:300]) for t in items
+                    if (t.get("status") or {}).get("phase") not in TERMINAL_PHASES]  # fmt: skip
+
+        try:
+            wait_for("every task to end", lambda: not unfinished(), timeout=180, interval=1)
+        except AssertionError:
+            raise AssertionError(f"still live: {unfinished()[:5]}") from None
+        stats = proxy.stats()
+    finally:
+        op.stop()
+        proxy.stop()
+    # The faults really happened, to the operator's own requests.
+    for fault in ("error-500", "applied-then-error", "watch-cut"):
+        assert stats.get(fault, 0) > 0, stats
+    tasks = kubectl.json("get", "agenttasks")["items"]
+    assert len(tasks) == TASKS
+    for t in tasks:
+        st: dict[str, Any] = t["status"]
+        name = t["metadata"]["name"]
+        assert (st["phase"], st["reason"]) == ("Failed", "DispatchFailed"), (name, st)
+        assert "HTTP 401" in st["error"]["message"], (name, st["error"])
+        attempts = st["attempts"]
+        assert [a["attempt"] for a in attempts] == [1, 2, 3, 4], (name, attempts)
+        assert {a["reason"] for a in attempts} == {"DispatchFailed"}, (name, attempts)
+        # Ended within seconds of its last refusal (no attempt timeout: that is 300 s).
+        url = f"{function_url}invoked-at/{t['metadata']['uid']}"
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (the loopback function)
+            last = max(json.loads(r.read()))
+        ended = parse_ts(st["completionTime"])
+        assert ended is not None
+        # completionTime has whole seconds; a restart costs a few seconds of its own.
+        assert ended.timestamp() - last <= 15, (name, ended.timestamp() - last)
