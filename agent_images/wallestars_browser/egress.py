@@ -35,8 +35,13 @@ ALWAYS_DENIED = (
     "169.254.0.0/16",
     "fe80::/10",
     "168.63.129.16/32",
-    "fd00:ec2::254/128",
+    "fd00:ec2::254/128",  # AWS instance metadata over IPv6
+    "fd00:ec2::23/128",  # EKS Pod Identity agent over IPv6
+    "fd20:ce::254/128",  # GCE metadata over IPv6
 )
+# IPv4-mapped IPv6 (::ffff:a.b.c.d): smokescreen unmaps these, so allowing any of them
+# allows the IPv4 addresses they stand for; no Agent needs them.
+MAPPED = "::ffff:0:0/96"
 
 
 class NetworkPolicy(BaseModel):
@@ -54,7 +59,7 @@ def never_denied(entries: Sequence[str]) -> list[str]:
     """The CIDRs or IP[:port] allowances that do not reach an ALWAYS_DENIED address (pure)."""
     import ipaddress
 
-    denied = [ipaddress.ip_network(c) for c in ALWAYS_DENIED]
+    denied = [ipaddress.ip_network(c) for c in (*ALWAYS_DENIED, MAPPED)]
     kept = []
     for e in entries:
         host = e.rsplit(":", 1)[0].strip("[]") if e.count(":") == 1 or e.startswith("[") else e

@@ -22,8 +22,14 @@ def agent_problem(agent: Mapping[str, Any], allow_plain_http: bool = False) -> s
         return None
     cloud = spec.get("cloud") or {}
     provider = cloud.get("provider")
-    if provider == "aws-lambda" and not (cloud.get("aws") or {}).get("functionName"):
-        return "spec.cloud.aws.functionName is not set"
+    if provider == "aws-lambda":
+        aws = cloud.get("aws") or {}
+        if not aws.get("functionName"):
+            return "spec.cloud.aws.functionName is not set"
+        endpoint = aws.get("endpointURL")
+        if endpoint and not allow_plain_http:
+            return plain_http_refused(endpoint, "spec.cloud.aws.endpointURL")
+        return None
     urls = {
         "http": ("http", ("url", "healthURL")),
         "azure-functions": ("azure", ("functionURL", "healthURL")),

@@ -28,7 +28,12 @@ log = logging.getLogger("wallestars.operator.cloud")
 
 
 class SecretRefused(DispatchError):
-    """A Secret an Agent names cannot be used: missing, unreadable or not opted in."""
+    """A Secret an Agent names cannot be used: missing, forbidden or not opted in."""
+
+
+class SecretUnavailable(Exception):
+    """The API server could not answer for a Secret now (429, 5xx, no connection): the
+    Secret's trouble is not known, so nothing is refused; the read is tried again."""
 
 
 def secret_refs(agent: Mapping[str, Any]) -> list[tuple[str, str | None]]:
@@ -87,7 +92,13 @@ class Cloud:
         try:
             s = await self.kube.get_secret(ns, name)
         except ApiError as e:
+            if e.code in (401, 429) or e.code >= 500:
+                raise SecretUnavailable(f"Secret {ns}/{name}: {e}") from e
             raise SecretRefused(f"Secret {ns}/{name} could not be read: {e}") from e
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise SecretUnavailable(f"Secret {ns}/{name}: {e!r}") from e
+        if s is not None and not opted_in(s):
+            s = {"metadata": s.get("metadata") or {}}  # its data is never kept, or used
         self.secrets[(ns, name)] = (s, time.monotonic())
         return s
 
@@ -121,6 +132,10 @@ class Cloud:
                 cloud, encode(body), lambda name, key: self.secret_value(ns, name, key)
             )
             outcome = "ok"
+        except SecretUnavailable as e:
+            # Nothing was sent: invoked again later (upkeep's Invoke row), not failed.
+            self.invoked.discard((meta["uid"], attempt))
+            log.warning("invoking %s/%s attempt %d: %s", ns, meta["name"], attempt, e)
         except (DispatchError, aiohttp.ClientError, TimeoutError) as e:
             self.refused[meta["uid"]] = Refusal(attempt, "DispatchFailed",
                                                 str(e) or type(e).__name__, True)  # fmt: skip
@@ -155,6 +170,9 @@ class Cloud:
                     raise SecretRefused(f"Secret {k[0]}/{name} has no key {key}")
         except SecretRefused as e:
             problem = ("SecretRefused", str(e))
+        except SecretUnavailable as e:
+            log.warning("probing %s/%s: %s; keeping its last health", *k, e)
+            return
         if problem is None:
             try:
                 sick = await self.executors.of(cloud.get("provider")).health(
@@ -162,5 +180,8 @@ class Cloud:
                 )
             except DispatchError as e:
                 sick = str(e)
+            except SecretUnavailable as e:
+                log.warning("probing %s/%s: %s; keeping its last health", *k, e)
+                return
             problem = ("Unhealthy", sick) if sick else None
         self.health[k] = (problem, time.monotonic())

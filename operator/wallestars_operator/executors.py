@@ -112,8 +112,9 @@ class HttpExecutor:
         headers = {"Content-Type": "application/json"}
         headers.update(await secret_header(conf.get(self.ref_field), secret, self.key_header))
         timeout = aiohttp.ClientTimeout(total=float(cloud.get("timeoutSeconds", 30)))
+        # No redirects: one could lead the key and credentials to a plain http:// URL.
         async with self._session().post(
-            conf[self.url_field], data=body, headers=headers, timeout=timeout
+            conf[self.url_field], data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as r:
             text = (await r.text())[:300]
             if r.status >= 300:
@@ -126,7 +127,9 @@ class HttpExecutor:
         if why := self.refused(url, "healthURL"):
             return why
         try:
-            async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with self._session().get(
+                url, timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
+            ) as r:
                 return None if r.status < 300 else f"health check {url} answered HTTP {r.status}"
         except (aiohttp.ClientError, TimeoutError) as e:
             return f"health check {url} failed: {e or type(e).__name__}"

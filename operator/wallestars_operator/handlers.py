@@ -81,6 +81,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ),
         s.callback_grace_seconds,
         s.api_qps,
+        lambda: leader.acting,
     )
     _closers.append(rec)
     identity = s.identity or f"{socket.gethostname()}-{os.getpid()}"

@@ -78,7 +78,7 @@ HOUSEKEEPING_IN_FLIGHT = 4
 WRITE_BACKOFF = (0.2, 5.0)
 # The API server refused an attempt's objects as invalid: the same objects would be
 # refused again, so the attempt fails without a retry.
-INVALID = (400, 422)
+INVALID = (400, 413, 422)
 
 __all__ = ["Reconciler", "needs_care"]
 
@@ -100,6 +100,7 @@ class Reconciler:
         cfg: AttemptConfig,
         callback_grace: float,
         api_qps: float = 50.0,
+        acting: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
         self.kube = kube
@@ -107,6 +108,9 @@ class Reconciler:
         self.masters = masters
         self.cfg = cfg
         self.callback_grace = callback_grace
+        # Whether this replica still holds the Lease: a write decided while it did is
+        # dropped if it no longer does by the time the write's turn comes.
+        self.acting = acting
         self.cloud = Cloud(kube, self.key_text, cfg)
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
@@ -159,6 +163,8 @@ class Reconciler:
             if housekeeping:
                 await self.housekeeping.take()
             async with self.sem:
+                if not self.acting():
+                    return  # another replica decides now
                 try:
                     await fn()
                 except Exception as e:
@@ -202,13 +208,19 @@ class Reconciler:
         expired = [k for k, when in self.state.expiry.items() if when <= now]
         for k in expired + list(self.state.live):
             o = store.get(k)
-            if o is not None and self.free(k, mono) and needs_care(o, now):
+            if o is None or not self.free(k, mono) or not needs_care(o, now):
+                continue
+            try:
                 action = decide(o, self.facts(o), now)
-                if isinstance(action, DeleteTask):
-                    if len(self.housekeeping_busy) < HOUSEKEEPING_IN_FLIGHT:
-                        self.spawn(k, functools.partial(self.act, o, action, now), True)
-                elif action is not None:
-                    self.spawn(k, functools.partial(self.act, o, action, now))
+            except Exception:  # one malformed task must not stop every other one
+                log.exception("%s/%s: no decision; decided again later", *k)
+                self.backoff[k] = (1, mono + WRITE_BACKOFF[1])
+                continue
+            if isinstance(action, DeleteTask):
+                if len(self.housekeeping_busy) < HOUSEKEEPING_IN_FLIGHT:
+                    self.spawn(k, functools.partial(self.act, o, action, now), True)
+            elif action is not None:
+                self.spawn(k, functools.partial(self.act, o, action, now))
         tasks = [
             o for k in self.state.live if not ((o := store[k]).get("spec") or {}).get("cancel")
         ]
@@ -294,6 +306,7 @@ class Reconciler:
         match action:
             case DeleteTask():
                 await self.kube.delete_task(obj)
+                self.state.remove("tasks", obj)  # not deleted again before the watch says so
             case End(phase=phase, reason=reason, message=message, delete_job=job):
                 if job:
                     await self.kube.delete_job(ns, job)
@@ -313,8 +326,10 @@ class Reconciler:
                 # Pods are not watched (each costs ~5 watch events); read the attempt's pod
                 # once, when its Job ended with no final callback, for the exit code and why.
                 pod = await self.kube.job_pod(ns, job)
-                if pod is not None:
-                    self.state.put("pods", pod)
+                if pod is None:  # gone (garbage-collected, evicted and removed): say so
+                    pod = {"metadata": {"name": job, "namespace": ns, "uid": "",
+                                        "labels": {"job-name": job}}, "status": {}}  # fmt: skip
+                self.state.put("pods", pod)
             case Invoke():
                 agent = self.state.agents.get((ns, status.get("agent") or ""))
                 if agent is not None:
@@ -371,8 +386,8 @@ class Reconciler:
             try:
                 await create(manifest)
             except ApiError as e:
-                if e.code == 429 or e.code >= 500:
-                    raise  # the API server's trouble, not the attempt's: made again later
+                if e.code in (401, 429) or e.code >= 500:
+                    raise  # the API server's trouble (or our token's), not the attempt's
                 self.cloud.refused[meta["uid"]] = Refusal(
                     attempt,
                     "DispatchFailed",
@@ -406,6 +421,9 @@ class Reconciler:
     def agent_status(self, agents: Mapping[tuple[str, str], Mapping[str, Any]], load: Mapping[tuple[str, str], int],
                            queued: Mapping[tuple[str, str], int], now: datetime) -> None:  # fmt: skip
         mono = time.monotonic()
+        for gone in [k for k in self.agent_written if k not in agents]:  # deleted Agents
+            del self.agent_written[gone]
+            self.cloud.health.pop(gone, None)
         due = []
         for k, a in agents.items():
             if not self.free((f"agent-status/{k[0]}", k[1]), mono):

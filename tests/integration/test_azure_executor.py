@@ -89,3 +89,33 @@ async def test_plain_http_is_refused_before_any_secret_or_byte_without_the_dev_s
     assert "healthURL must be an https:// URL" in (await ex.health(cloud, spy) or "")
     await ex.close()
     assert seen == [] and asked == []  # nothing sent, no Secret read
+
+
+async def test_a_redirect_is_not_followed() -> None:
+    """A function URL that redirects could lead the attempt's key and the function key to
+    another (plain http) address: a redirect is a refusal, and nothing follows it."""
+    hits: list[str] = []
+
+    async def redirect(r: web.Request) -> web.Response:
+        hits.append(r.path)
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def elsewhere(r: web.Request) -> web.Response:
+        hits.append(r.path)
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/api/wallestars", redirect)
+    app.router.add_post("/elsewhere", elsewhere)
+    base, runner = await serve(app)
+    cloud = {"provider": "azure-functions", "timeoutSeconds": 5,
+             "azure": {"functionURL": f"{base}/api/wallestars",
+                       "functionKeySecretRef": {"name": "fn", "key": "key"}}}  # fmt: skip
+    ex = azure_executor(allow_plain_http=True)
+    try:
+        with pytest.raises(DispatchError, match="HTTP 307"):
+            await ex.invoke(cloud, b"{}", secret)
+    finally:
+        await ex.close()
+        await runner.cleanup()
+    assert hits == ["/api/wallestars"]

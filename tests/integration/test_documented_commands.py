@@ -39,6 +39,10 @@ CHECKS: list[tuple[str, Check]] = [
         Check("smoke", "--rate 20 --seconds 2 --runs 1 --tasks 20 --forged-seconds 1"),
     ),
     (
+        r"\.venv/bin/python bench/operator_http\.py --phases expiry",
+        Check("smoke", "--expire-tasks 30 --rate 5 --seconds 12"),
+    ),
+    (
         r"\.venv/bin/python bench/operator_http\.py",
         Check("smoke", "--phases writes,throughput --tasks 40 --audit-tasks 5"),
     ),

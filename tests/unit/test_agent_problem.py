@@ -60,3 +60,11 @@ def test_statistics_count_partial_success_as_success() -> None:
             for i, p in enumerate(["Succeeded", "PartiallySucceeded", "Failed", "TimedOut"])]  # fmt: skip
     assert statistics(done) == {"successRate": 0.5, "meanDurationSeconds": 1.5}
     assert statistics([]) == {}
+
+
+def test_a_plain_http_lambda_endpoint_is_refused_too() -> None:
+    agent = cloud("aws-lambda", "aws", functionName="f", endpointURL="http://lambda.local:9000")
+    why = agent_problem(agent)
+    assert why and why.startswith("spec.cloud.aws.endpointURL must be an https:// URL")
+    assert agent_problem(agent, allow_plain_http=True) is None
+    assert agent_problem(cloud("aws-lambda", "aws", functionName="f")) is None

@@ -87,9 +87,10 @@ def test_cloud_metadata_addresses_are_always_denied() -> None:
 def test_an_agent_cannot_allow_its_way_into_metadata_addresses() -> None:
     """smokescreen lets an allow range beat a deny range, so such allowances are dropped."""
     pol = NetworkPolicy.model_validate({
-        "allowPrivateCIDRs": ["169.254.0.0/16", "168.63.0.0/16", "10.0.0.0/8", "fd00::/8", "0.0.0.0/0"],
+        "allowPrivateCIDRs": ["169.254.0.0/16", "168.63.0.0/16", "10.0.0.0/8", "fd00::/8", "0.0.0.0/0",
+                              "::ffff:0:0/96", "::/0"],
         "allowPrivateAddresses": ["169.254.169.254:80", "168.63.129.16", "[fd00:ec2::254]:80",
-                                  "127.0.0.1:8080"]})  # fmt: skip
+                                  "127.0.0.1:8080", "::ffff:169.254.169.254", "[fd20:ce::254]:80"]})  # fmt: skip
     args = smokescreen_args(pol, 4750, None)
     allowed = [args[i + 1] for i, a in enumerate(args) if a in ("--allow-range", "--allow-address")]
     assert allowed == ["10.0.0.0/8", "127.0.0.1:8080"]

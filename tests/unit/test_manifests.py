@@ -115,3 +115,45 @@ def test_default_image_and_the_clusters_ranges_reach_the_agent() -> None:
     [c] = browser_job(TASK, AGENT, 1, CFG)["spec"]["template"]["spec"]["containers"]
     assert c["image"] == AGENT["spec"]["browser"]["image"]
     assert "WALLESTARS_DENY_CIDRS" not in {e["name"] for e in c["env"]}
+
+
+# A DNS-1123 subdomain (what a task's or an Agent's name may be): labels of [a-z0-9-]
+# that start and end alphanumeric, joined by dots, at most 253 characters.
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def subdomains() -> Any:
+    from hypothesis import strategies as st
+
+    label = st.from_regex(rf"\A{DNS_LABEL}\Z", fullmatch=True)
+    return st.lists(label, min_size=1, max_size=8).map(".".join).filter(lambda s: len(s) <= 253)
+
+
+def test_every_label_value_and_name_is_valid_for_any_task_name() -> None:
+    """Issue #13, item 5: a name cut at 63 characters on a '-' or '.' made every Secret
+    and Job of the attempt refused (422), and the attempt waited for its timeout."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=500, deadline=None)
+    @given(subdomains(), subdomains())
+    def check(task_name: str, agent_name: str) -> None:
+        task = {**TASK, "metadata": {**TASK["metadata"], "name": task_name}}
+        agent = {**AGENT, "metadata": {"name": agent_name}}
+        job = browser_job(task, agent, 3, CFG)
+        secret = key_secret(task, 3, agent_name, "whsec_x")
+        for obj in (job, secret, job["spec"]["template"]):
+            for value in obj["metadata"]["labels"].values():
+                assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), (task_name, value)
+        for name in (job["metadata"]["name"], secret["metadata"]["name"]):
+            assert len(name) <= 63 and re.fullmatch(DNS_LABEL, name), name  # also job-name
+
+    check()
+
+
+def test_a_name_cut_on_a_dash_or_dot_still_ends_alphanumeric() -> None:
+    name = "a" * 62 + "-" + "b" * 100
+    job = browser_job({**TASK, "metadata": {**TASK["metadata"], "name": name}}, AGENT, 1, CFG)
+    assert job["metadata"]["labels"]["agents.wallestars.io/task"] == "a" * 62
+    dotted = "a" * 44 + "." + "b" * 100
+    assert "." not in attempt_name(dotted, "u", 1)

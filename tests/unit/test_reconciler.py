@@ -18,7 +18,7 @@ from typing import Any
 
 from wallestars_api.kubeclient import ApiError
 from wallestars_operator.events import EventQueue
-from wallestars_operator.executors import DispatchError
+from wallestars_operator.executors import DispatchError, HttpExecutor
 from wallestars_operator.manifests import AttemptConfig
 from wallestars_operator.reconcile import HOUSEKEEPING_IN_FLIGHT, Reconciler
 from wallestars_operator.state import State
@@ -188,3 +188,70 @@ async def test_expiring_tasks_never_hold_up_a_dispatch() -> None:
     assert sum(c.startswith("delete") for c in store.calls) <= HOUSEKEEPING_IN_FLIGHT
     store.hold_deletes.set()
     await settle(rec, state)
+
+
+async def test_an_api_error_reading_a_secret_is_not_a_refusal() -> None:
+    """A 503 on the Secret's read says nothing about the Secret: the attempt is not failed
+    (that would burn a retry); nothing was sent, so it is invoked again later."""
+    rec, store, state, _ = world()
+    agent = copy.deepcopy(AGENT)
+    agent["spec"]["cloud"]["http"]["authHeaderSecretRef"] = {"name": "s", "key": "k"}
+    state.put("agents", agent)
+    # The real http executor: it reads the Secret before it sends anything.
+    rec.cloud.executors.http = HttpExecutor()
+
+    async def busy(ns: str, name: str) -> dict[str, Any] | None:
+        raise ApiError(503, "ServiceUnavailable", "try later")
+
+    store.get_secret = busy  # type: ignore[method-assign]
+    state.put("tasks", store.add(task("t")))
+    await rec.tick()
+    await settle(rec, state)
+    assert store.tasks[("n", "t")]["status"]["phase"] == "Dispatched"
+    assert "uid-t" not in rec.cloud.refused
+    assert ("uid-t", 1) not in rec.cloud.invoked  # so upkeep's Invoke row sends it later
+
+
+async def test_a_replica_that_lost_the_lease_drops_the_writes_it_had_decided() -> None:
+    acting = [True]
+    rec, store, state, fn = world()
+    rec.acting = lambda: acting[0]
+    state.put("tasks", store.add(task("t")))
+    await rec.sem.acquire()  # the write waits for its turn...
+    await rec.tick()
+    acting[0] = False  # ...and the lease is lost meanwhile
+    rec.sem.release()
+    await settle(rec, state)
+    assert "phase" not in store.tasks[("n", "t")]["status"] and fn.invoked == 0
+
+
+async def test_a_job_whose_pod_is_gone_still_ends_its_attempt() -> None:
+    """The Job failed and its pod is gone (garbage-collected): read once, then decided
+    with what is known (CallbackMissing), never read again and again until the timeout."""
+    rec, store, state, _ = world()
+    state.put("agents", {"metadata": {"name": "br", "namespace": "n", "resourceVersion": "1"},
+                         "spec": {"type": "browser", "capabilities": ["custom"], "browser": {}}})  # fmt: skip
+    t = task("b", phase="Running", attempt=1, agent="br",
+             dispatchTime=(NOW - timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    t["spec"]["agentRef"] = "br"
+    state.put("tasks", store.add(t))
+    from wallestars_operator.upkeep import job_of
+
+    ended = (NOW - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    job = job_of(t) or ""
+    state.put("jobs", {"metadata": {"name": job, "namespace": "n", "uid": "j", "resourceVersion": "5"},
+                       "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                  "lastTransitionTime": ended}]}})  # fmt: skip
+    reads = []
+
+    async def job_pod(ns: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return None
+
+    store.job_pod = job_pod  # type: ignore[attr-defined]
+    for _ in range(3):
+        await rec.tick()
+        await settle(rec, state)
+    st = store.tasks[("n", "b")]["status"]
+    assert st["phase"] == "Retrying" and st["attempts"][-1]["reason"] == "CallbackMissing", st
+    assert reads == [job]
