@@ -98,7 +98,7 @@ def task(name: str, **status: Any) -> dict[str, Any]:
             "status": status}  # fmt: skip
 
 
-AGENT = {"metadata": {"name": "fn", "namespace": "n", "resourceVersion": "1"},
+AGENT: dict[str, Any] = {"metadata": {"name": "fn", "namespace": "n", "resourceVersion": "1"},
          "spec": {"type": "cloud", "capabilities": ["custom"], "concurrency": 10,
                   "cloud": {"provider": "http", "http": {"url": "https://fn.example/"}}}}  # fmt: skip
 
