@@ -9,7 +9,7 @@ demo: ## The main job, end to end on a local control plane
 	bash hack/demo.sh
 
 test: setup lint typecheck ## Everything CI runs
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 setup: ## venv, Debian packages, control plane and helm binaries
 	bash hack/setup.sh

@@ -159,7 +159,7 @@ def phase_expiry(a: argparse.Namespace) -> dict[str, Any]:
 
     from wallestars_api.kubeclient import MERGE_PATCH, KubeClient
 
-    ttl, lead = 3600, 30.0
+    ttl, lead = 3600, 60.0
     with environment(a) as env:
         kubeconfig = env.cluster.kubeconfig
         old = [task_body(f"x{i}", "fn", ttlSecondsAfterFinished=ttl) for i in range(a.expire_tasks)]
