@@ -159,7 +159,7 @@ def phase_expiry(a: argparse.Namespace) -> dict[str, Any]:
 
     from wallestars_api.kubeclient import MERGE_PATCH, KubeClient
 
-    ttl, lead = 3600, 60.0
+    ttl, lead = 3600, a.expiry_lead
     with environment(a) as env:
         kubeconfig = env.cluster.kubeconfig
         old = [task_body(f"x{i}", "fn", ttlSecondsAfterFinished=ttl) for i in range(a.expire_tasks)]
@@ -268,6 +268,8 @@ def main() -> None:
     p.add_argument(
         "--expire-tasks", type=int, default=2000, help="expiry phase: tasks expiring at once"
     )
+    p.add_argument("--expiry-lead", type=float, default=60.0,
+                   help="expiry phase: seconds from setting their completion time to the instant")  # fmt: skip
     p.add_argument(
         "--qps", type=float, default=50, help="the operator's client-side API rate limit"
     )

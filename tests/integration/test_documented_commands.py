@@ -40,7 +40,7 @@ CHECKS: list[tuple[str, Check]] = [
     ),
     (
         r"\.venv/bin/python bench/operator_http\.py --phases expiry",
-        Check("smoke", "--expire-tasks 30 --rate 5 --seconds 12"),
+        Check("smoke", "--expire-tasks 30 --expiry-lead 15 --rate 5 --seconds 12"),
     ),
     (
         r"\.venv/bin/python bench/operator_http\.py",

@@ -23,7 +23,11 @@ from wallestars_operator.manifests import AttemptConfig
 from wallestars_operator.reconcile import HOUSEKEEPING_IN_FLIGHT, Reconciler
 from wallestars_operator.state import State
 
-NOW = datetime.now(UTC)
+
+def ago(seconds: float) -> str:
+    """A timestamp ``seconds`` before the moment of the call (never of the import: a test
+    may run long after this module was imported, and the operator decides with its now)."""
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Store:
@@ -64,6 +68,9 @@ class Store:
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         return None
 
+    async def delete_job(self, ns: str, name: str) -> None:
+        self.calls.append(f"delete job {name}")
+
     async def patch_agent_status(self, ns: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(f"agent {name}")
 
@@ -91,7 +98,7 @@ class Refusing:
 
 
 def task(name: str, **status: Any) -> dict[str, Any]:
-    created = (NOW - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = ago(5)
     return {"metadata": {"name": name, "namespace": "n", "uid": f"uid-{name}", "creationTimestamp": created},
             "spec": {"agentRef": "fn", "type": "custom", "payload": {}, "priority": 5,
                      "retries": {"limit": 3, "backoffSeconds": 60}, "ttlSecondsAfterFinished": 1},
@@ -175,7 +182,7 @@ async def test_expiring_tasks_never_hold_up_a_dispatch() -> None:
     """Fifty finished tasks expire at once on a slow API: the new task is dispatched in
     the same pass, and at most HOUSEKEEPING_IN_FLIGHT deletions are in flight."""
     rec, store, state, _ = world()
-    done = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = ago(30)
     for i in range(50):
         state.put("tasks", store.add(task(f"old{i}", phase="Succeeded", completionTime=done)))
     state.put("tasks", store.add(task("new")))
@@ -232,12 +239,12 @@ async def test_a_job_whose_pod_is_gone_still_ends_its_attempt() -> None:
     state.put("agents", {"metadata": {"name": "br", "namespace": "n", "resourceVersion": "1"},
                          "spec": {"type": "browser", "capabilities": ["custom"], "browser": {}}})  # fmt: skip
     t = task("b", phase="Running", attempt=1, agent="br",
-             dispatchTime=(NOW - timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+             dispatchTime=ago(20))  # fmt: skip
     t["spec"]["agentRef"] = "br"
     state.put("tasks", store.add(t))
     from wallestars_operator.upkeep import job_of
 
-    ended = (NOW - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ended = ago(10)
     job = job_of(t) or ""
     state.put("jobs", {"metadata": {"name": job, "namespace": "n", "uid": "j", "resourceVersion": "5"},
                        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
