@@ -102,15 +102,19 @@ class Cloud:
         self.secrets[(ns, name)] = (s, time.monotonic())
         return s
 
-    async def secret_value(self, ns: str, name: str, key: str) -> str | None:
-        """A key of an opted-in Secret; None if the Secret has no such key. The label is
-        checked from the metadata before the data is looked at."""
+    async def usable_secret(self, ns: str, name: str) -> dict[str, Any]:
+        """A Secret that exists and opted in, checked from its metadata (SecretRefused
+        otherwise): every use of an Agent's Secret goes through here."""
         s = await self.secret(ns, name)
         if s is None:
             raise SecretRefused(f"Secret {ns}/{name} does not exist")
         if not opted_in(s):
             raise SecretRefused(not_opted_in_message(ns, name))
-        raw = (s.get("data") or {}).get(key)
+        return s
+
+    async def secret_value(self, ns: str, name: str, key: str) -> str | None:
+        """A key of an opted-in Secret; None if the Secret has no such key."""
+        raw = ((await self.usable_secret(ns, name)).get("data") or {}).get(key)
         return base64.b64decode(raw).decode() if raw is not None else None
 
     # --- invocations ------------------------------------------------------------------
@@ -158,30 +162,22 @@ class Cloud:
     async def probe(self, k: tuple[str, str], agent: Mapping[str, Any]) -> None:
         """The Agent's Secrets usable, then its function healthy."""
         cloud = (agent.get("spec") or {}).get("cloud") or {}
-        problem: tuple[str, str] | None = None
         try:
             for name, key in secret_refs(agent):
-                s = await self.secret(k[0], name)
-                if s is None:
-                    raise SecretRefused(f"Secret {k[0]}/{name} does not exist")
-                if not opted_in(s):
-                    raise SecretRefused(not_opted_in_message(k[0], name))
+                s = await self.usable_secret(k[0], name)
                 if key is not None and key not in (s.get("data") or {}):
                     raise SecretRefused(f"Secret {k[0]}/{name} has no key {key}")
-        except SecretRefused as e:
-            problem = ("SecretRefused", str(e))
-        except SecretUnavailable as e:
-            log.warning("probing %s/%s: %s; keeping its last health", *k, e)
-            return
-        if problem is None:
             try:
                 sick = await self.executors.of(cloud.get("provider")).health(
                     cloud, lambda name, key: self.secret_value(k[0], name, key)
                 )
-            except DispatchError as e:
+            except DispatchError as e:  # the provider's refusal is its health
                 sick = str(e)
-            except SecretUnavailable as e:
-                log.warning("probing %s/%s: %s; keeping its last health", *k, e)
-                return
+        except SecretRefused as e:
+            problem: tuple[str, str] | None = ("SecretRefused", str(e))
+        except SecretUnavailable as e:
+            log.warning("probing %s/%s: %s; keeping its last health", *k, e)
+            return
+        else:
             problem = ("Unhealthy", sick) if sick else None
         self.health[k] = (problem, time.monotonic())
