@@ -53,7 +53,9 @@ done
 build kubernetes "$k8s_version" "$here/gobuild/kubernetes" "$k8s_ld" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
 build etcd "$etcd_version" "$here/gobuild/etcd" "-s -w" wallestars.local/gobuild/etcd
 build helm "$helm_version" "$here/gobuild/helm" \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" helm.sh/helm/v4/cmd/helm
@@ -70,3 +72,15 @@ build prometheus "$prometheus_version" "$here/gobuild/prometheus" \
 promop_version=$(awk '$1=="github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring" {print $2}' "$here/gobuild/monitoringcheck/go.mod")
 mc_src=$(cat "$here/gobuild/monitoringcheck/main.go" "$here/gobuild/monitoringcheck/go.sum" | sha256sum | cut -c1-12)
 build monitoringcheck "$promop_version-$mc_src" "$here/gobuild/monitoringcheck" "-s -w" wallestars.local/gobuild/monitoringcheck
+# The real node's add-ons (hack/realnode, docs/local-cluster.md): cluster DNS, the
+# NetworkPolicy enforcer, the storage provisioner, and crictl to look at containers.
+gomod_version() { awk -v m="$2" '$1=="require" && $2==m {print $3}' "$here/gobuild/$1/go.mod"; }
+export CGO_ENABLED=0
+build coredns "$(gomod_version coredns github.com/coredns/coredns)" "$here/gobuild/coredns" \
+  "-s -w" wallestars.local/gobuild/coredns
+build kube-router "$(gomod_version kube-router github.com/cloudnativelabs/kube-router/v2)" \
+  "$here/gobuild/kube-router" "-s -w" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+build local-path-provisioner "$(gomod_version local-path-provisioner github.com/rancher/local-path-provisioner)" \
+  "$here/gobuild/local-path-provisioner" "-s -w" github.com/rancher/local-path-provisioner
+build crictl "$(gomod_version cri-tools sigs.k8s.io/cri-tools)" "$here/gobuild/cri-tools" \
+  "-s -w" sigs.k8s.io/cri-tools/cmd/crictl

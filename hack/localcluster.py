@@ -27,17 +27,31 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
+if str(HACK) not in sys.path:
+    sys.path.insert(0, str(HACK))
+
+from realnode import host as node_host  # noqa: E402
+from realnode import node as rnode  # noqa: E402
+from realnode.config import NODE_IP  # noqa: E402
+
 DEFAULT_DIR = REPO / ".cluster" / "dev"
 NODE_NAME = "wallestars-node"
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # The order components start in, and the reverse order they stop in.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")
+# "node" is the stand-in; containerd, kubelet and kube-proxy are the real node.
+COMPONENTS = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+    "node", "containerd", "kubelet", "kube-proxy", "kube-router", "local-path-provisioner",
+)  # fmt: skip
+REAL_NODE = ("containerd", "kubelet", "kube-proxy", "kube-router", "local-path-provisioner")
+# Who the node's processes speak as (one client certificate and kubeconfig each).
+NODE_IDENTITIES = ("node", "kube-proxy", "kube-router", "local-path-provisioner")
 
 
 class ClusterError(RuntimeError):
@@ -52,11 +66,15 @@ class Ports:
     controller_manager: int = 20257
     scheduler: int = 20259
     kubelet: int = 20250
+    kubelet_healthz: int = 20248
+    proxy_healthz: int = 20256
+    proxy_metrics: int = 20249
+    router_health: int = 20244
 
     @classmethod
     def free(cls) -> Ports:
         """Ports the kernel says are free now, for a second cluster beside a dev one."""
-        socks = [socket.socket() for _ in range(6)]
+        socks = [socket.socket() for _ in fields(cls)]
         try:
             for s in socks:
                 s.bind(("127.0.0.1", 0))
@@ -72,6 +90,7 @@ class State:
 
     ports: Ports
     pids: dict[str, int] = field(default_factory=dict)
+    host: str = "127.0.0.1"
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -82,7 +101,9 @@ class State:
             raw = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return cls(ports=Ports(**raw["ports"]), pids=dict(raw["pids"]))
+        return cls(
+            ports=Ports(**raw["ports"]), pids=dict(raw["pids"]), host=raw.get("host", "127.0.0.1")
+        )
 
 
 @dataclass
@@ -91,6 +112,13 @@ class Cluster:
 
     dir: Path
     ports: Ports
+    # Where the API server listens: loopback, or the real node's address (pods reach the
+    # API server through the kubernetes Service, which cannot point at loopback).
+    host: str = "127.0.0.1"
+
+    @property
+    def real_node(self) -> bool:
+        return self.host != "127.0.0.1"
 
     @property
     def kubeconfig(self) -> Path:
@@ -98,7 +126,7 @@ class Cluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.host}:{self.ports.apiserver}"
 
     @property
     def pki(self) -> Path:
@@ -134,8 +162,13 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _leaf(pki: Path, name: str, subject: str, usage: str, sans: str = "") -> None:
-    if (pki / f"{name}.crt").exists():
+    # Kept across restarts of the same dir, unless its names changed since it was made.
+    names = pki / f"{name}.sans"
+    if (pki / f"{name}.crt").exists() and (
+        not sans or (names.exists() and names.read_text() == sans)
+    ):
         return
+    names.write_text(sans)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=pki)
     req = [
         "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr",
@@ -170,6 +203,7 @@ def make_pki(pki: Path) -> None:
         [
             "IP:127.0.0.1",
             "IP:10.0.0.1",
+            f"IP:{NODE_IP}",
             "DNS:localhost",
             "DNS:kubernetes",
             "DNS:kubernetes.default",
@@ -183,7 +217,14 @@ def make_pki(pki: Path) -> None:
     _leaf(pki, "scheduler", "/CN=system:kube-scheduler", "clientAuth")
     # The node stand-in speaks as a real kubelet does: Node authorizer + NodeRestriction.
     _leaf(pki, "node", f"/O=system:nodes/CN=system:node:{NODE_NAME}", "clientAuth")
-    _leaf(pki, "kubelet-serving", f"/CN=system:node:{NODE_NAME}", "serverAuth", "IP:127.0.0.1")
+    _leaf(
+        pki, "kubelet-serving", f"/CN=system:node:{NODE_NAME}", "serverAuth",
+        f"IP:127.0.0.1,IP:{NODE_IP}",
+    )  # fmt: skip
+    # The real node's host processes: kube-proxy (bound to system:node-proxier by the
+    # default RBAC), kube-router and local-path-provisioner (realnode/addons.py's RBAC).
+    for ident in ("kube-proxy", "kube-router", "local-path-provisioner"):
+        _leaf(pki, ident, f"/CN=system:{ident}", "clientAuth")
     _leaf(pki, "apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", "clientAuth")
     if not (pki / "sa.key").exists():
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
@@ -269,10 +310,10 @@ def _start(cluster: Cluster, name: str, argv: list[str], env: dict[str, str] | N
     return proc.pid
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _get(url: str, ctx: ssl.SSLContext) -> int:
@@ -322,15 +363,20 @@ def up(
     audit: bool = False,
     node_args: tuple[str, ...] = (),
     profiling: bool = False,
+    real_node: bool = False,
 ) -> Cluster:
-    """Start a fresh control plane in ``dir`` (stopping any left there before)."""
+    """Start a fresh control plane in ``dir`` (stopping any left there before), with the
+    node stand-in (``node``) or a real node (``real_node``: kubelet, containerd, CNI)."""
     dir = dir.resolve()
     down(dir)  # whatever a crashed run left behind in this dir goes first
     ports = ports or Ports()
+    host = NODE_IP if real_node else "127.0.0.1"
+    if real_node:
+        node_host.prepare()  # the node's address must exist before anything binds it
     for name, port in asdict(ports).items():
-        if _port_open(port):
-            raise ClusterError(f"port {port} ({name}) is already in use on 127.0.0.1")
-    cluster = Cluster(dir=dir, ports=ports)
+        if _port_open(port) or _port_open(port, host):
+            raise ClusterError(f"port {port} ({name}) is already in use on {host}")
+    cluster = Cluster(dir=dir, ports=ports, host=host)
     bins = bin_dirs()
     for sub in ("etcd-data", "node"):
         shutil.rmtree(dir / sub, ignore_errors=True)
@@ -339,14 +385,15 @@ def up(
     make_pki(cluster.pki)
     pki = cluster.pki
     write_kubeconfig(cluster.kubeconfig, cluster.server, pki, "admin")
-    for ident in ("controller-manager", "scheduler", "node"):
+    for ident in ("controller-manager", "scheduler", *NODE_IDENTITIES):
         write_kubeconfig(dir / f"{ident}.kubeconfig", cluster.server, pki, ident)
-    state = State(ports=ports)
+    state = State(ports=ports, host=host)
     state_file = dir / "state.json"
 
-    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         state.pids[name] = _start(cluster, name, argv, env)
         state.save(state_file)
+        return state.pids[name]
 
     try:
         p = ports
@@ -370,11 +417,8 @@ def up(
         api = [
             str(bins["kube-apiserver"] / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{p.etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The endpoint reconciler refuses loopback addresses; pods reach the API server
-            # through KUBERNETES_SERVICE_HOST=127.0.0.1 (node stand-in), not the Service.
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={p.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -393,6 +437,10 @@ def up(
             "--allow-privileged=false",
             f"--profiling={str(profiling).lower()}",
         ]
+        if not real_node:
+            # The endpoint reconciler refuses loopback addresses; the stand-in's pods reach
+            # the API server through KUBERNETES_SERVICE_HOST=127.0.0.1, not the Service.
+            api.append("--endpoint-reconciler-type=none")
         if audit:
             policy = dir / "audit-policy.yaml"
             policy.write_text(AUDIT_POLICY)
@@ -475,7 +523,32 @@ def up(
             "kube-controller-manager",
             state.pids["kube-controller-manager"],
         )
-        if node:
+        if real_node:
+            rnode.up(
+                rnode.NodeContext(
+                    root=dir / "node",
+                    bins=bins,
+                    kubeconfigs={
+                        "admin": cluster.kubeconfig,
+                        **{i: dir / f"{i}.kubeconfig" for i in NODE_IDENTITIES},
+                    },
+                    pki=pki,
+                    node_name=NODE_NAME,
+                    service_cidr=SERVICE_CIDR,
+                    kubelet_port=p.kubelet,
+                    kubelet_healthz_port=p.kubelet_healthz,
+                    proxy_healthz_port=p.proxy_healthz,
+                    proxy_metrics_port=p.proxy_metrics,
+                    router_health_port=p.router_health,
+                    start=start,
+                    wait=lambda what, check, timeout, log, pid: _wait(
+                        what, check, timeout, cluster, log, pid
+                    ),
+                ),
+                state.pids,
+            )
+            state.save(state_file)
+        elif node:
             start(
                 "node",
                 [
@@ -522,12 +595,22 @@ def down(dir: Path = DEFAULT_DIR) -> None:
     state = State.load(state_file)
     if state is None:
         return
+    if any(name in state.pids for name in REAL_NODE):
+        rnode.down(
+            dir / "node",
+            state.pids,
+            lambda pid, grace: _stop_pid(pid, grace) if pid_alive(pid) else None,
+        )
     for name in reversed(COMPONENTS):
         pid = state.pids.get(name)
         if pid is not None and pid_alive(pid):
             # The node stand-in stops its pods' processes on SIGTERM; give it time to.
             _stop_pid(pid, grace=15.0 if name == "node" else 10.0)
-    busy = [port for port in asdict(state.ports).values() if _port_open(port)]
+    busy = [
+        port
+        for port in asdict(state.ports).values()
+        if _port_open(port) or _port_open(port, state.host)
+    ]
     if busy:
         raise ClusterError(f"ports still bound after stopping the cluster: {busy}")
     state_file.unlink()
@@ -559,11 +642,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--no-node", action="store_true", help="do not start the node stand-in")
     parser.add_argument("--audit", action="store_true", help="write an audit log of API writes")
+    parser.add_argument(
+        "--real-node", action="store_true", help="a real node (kubelet, containerd) for pods"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             t0 = time.monotonic()
-            cluster = up(args.dir, node=not args.no_node, audit=args.audit)
+            cluster = up(
+                args.dir, node=not args.no_node, audit=args.audit, real_node=args.real_node
+            )
             print(f"ready in {time.monotonic() - t0:.1f}s")
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.command == "down":

@@ -53,12 +53,12 @@ def cluster() -> Iterator[localcluster.Cluster]:
         localcluster.down(state_dir)
 
 
-@pytest.fixture
-def namespace(cluster: localcluster.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test, held to Pod Security `restricted` like production."""
-    name = f"t-{request.node.name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+def make_namespace(kubeconfig: Path, test_name: str, enforce: str = "restricted") -> str:
+    """A fresh namespace for one test, held to a Pod Security level (production's is
+    `restricted`), once its default service account exists."""
+    name = f"t-{test_name[:40].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
     name = "".join(ch for ch in name if ch.isalnum() or ch == "-")
-    k = Kubectl(cluster.kubeconfig)
+    k = Kubectl(kubeconfig)
     k.apply(
         {
             "apiVersion": "v1",
@@ -66,7 +66,7 @@ def namespace(cluster: localcluster.Cluster, request: pytest.FixtureRequest) -> 
             "metadata": {
                 "name": name,
                 "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce": enforce,
                     "pod-security.kubernetes.io/enforce-version": "latest",
                 },
             },
@@ -76,8 +76,41 @@ def namespace(cluster: localcluster.Cluster, request: pytest.FixtureRequest) -> 
         "default service account",
         lambda: k.run("get", "sa", "default", "-n", name, check=False).returncode == 0,
     )
+    return name
+
+
+@pytest.fixture
+def namespace(cluster: localcluster.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, held to Pod Security `restricted` like production."""
+    name = make_namespace(cluster.kubeconfig, request.node.name)
     yield name
-    k.run("delete", "namespace", name, "--wait=false", check=False)
+    Kubectl(cluster.kubeconfig).run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[localcluster.Cluster]:
+    """The control plane on a real node (kubelet, containerd, CNI, kube-proxy, CoreDNS,
+    kube-router, local-path-provisioner), once per test session; one per machine."""
+    state_dir = Path(os.environ.get("WALLESTARS_REAL_CLUSTER_DIR", REPO / ".cluster" / "real"))
+    c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True, real_node=True)
+    try:
+        k = Kubectl(c.kubeconfig)
+        for crd in CRDS:
+            k("apply", "--server-side", "-f", str(crd))
+        k("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        yield c
+    finally:
+        localcluster.down(state_dir)
+
+
+@pytest.fixture
+def real_namespace(
+    real_cluster: localcluster.Cluster, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh `restricted` namespace on the real node's cluster."""
+    name = make_namespace(real_cluster.kubeconfig, request.node.name)
+    yield name
+    Kubectl(real_cluster.kubeconfig).run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
