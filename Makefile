@@ -5,7 +5,7 @@ export PYTHONPATH := $(CURDIR)/hack
 .PHONY: demo test setup lint fmt typecheck unit integration up down status sync-crds dashboards tools clean
 
 demo: ## The main job, end to end on a local control plane
-	WALLESTARS_TOOLS="kubernetes etcd helm smokescreen" bash hack/setup.sh
+	WALLESTARS_TOOLS="kubernetes etcd helm smokescreen coredns kube-router local-path-provisioner crictl" bash hack/setup.sh
 	bash hack/demo.sh
 
 test: setup lint typecheck ## Everything CI runs

@@ -1,11 +1,12 @@
 """The main job on the embedded default (`make demo`).
 
-A local control plane (hack/localcluster.py, state in .cluster/dev), the Helm chart
-installed on it with local values (hack/helmlocal.py: the node stand-in runs the
-operator and webhook pods as processes under their own service accounts), a small web
-site on loopback, a browser Agent running the real agent (`python -m wallestars_browser`:
-Playwright, Debian's Chromium, the smokescreen egress proxy) and three AgentTasks — a
-screenshot, a scrape and an accessibility check — shown with `kubectl get agenttasks`
+A local control plane with a real node (hack/localcluster.py and hack/realnode: kubelet,
+containerd, state in .cluster/dev), the Helm chart installed on it with its production
+values and our images built here (hack/helmlocal.py), a small web site on the node's
+address, a browser Agent on the chart's browser image and three AgentTasks — a
+screenshot, a scrape and an accessibility check — each run in a container of the browser
+image under Pod Security `restricted`, reaching the site through the egress proxy in its
+pod and calling back through the webhook Service. Shown with `kubectl get agenttasks`
 once they finished, with the scrape's data and the screenshot saved to a file. The
 cluster and the release keep running afterwards (`make down` stops them); the site stops
 with this script.
@@ -14,7 +15,6 @@ with this script.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +25,6 @@ from harness import (
     REPO,
     TERMINAL_PHASES,
     Kubectl,
-    browser_agent,
     download,
     free_port,
     phase_is,
@@ -33,6 +32,7 @@ from harness import (
     start_fixture_site,
     wait_for,
 )
+from realnode.config import NODE_IP
 
 NS = "demo"
 
@@ -41,23 +41,30 @@ def main() -> int:
     # WALLESTARS_DEMO_DIR: another state dir on free ports (the test of this demo uses it).
     custom = os.environ.get("WALLESTARS_DEMO_DIR")
     state = Path(custom) if custom else REPO / ".cluster" / "dev"
-    print(f"starting the control plane in {state} ...", flush=True)
-    cluster = localcluster.up(state, ports=localcluster.Ports.free() if custom else None)
-    print("helm install wallestars charts/wallestars-agents (local values) ...", flush=True)
-    release = helmlocal.install(cluster, browser_namespaces=(NS,))
-    k = Kubectl(cluster.kubeconfig, NS)
-    print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods"))
-
+    print(f"starting the control plane and the real node in {state} ...", flush=True)
+    t0 = time.monotonic()
+    cluster = localcluster.up(
+        state, ports=localcluster.Ports.free() if custom else None, real_node=True
+    )
+    print(f"ready in {time.monotonic() - t0:.1f} s\n", flush=True)
+    admin = Kubectl(cluster.kubeconfig)
+    print("$ kubectl get nodes -o wide")
+    print(admin("get", "nodes", "-o", "wide"))
     port = free_port()
-    site = start_fixture_site(port)
+    site = start_fixture_site(port, NODE_IP)  # on the node's address, where pods reach it
     try:
-        smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
-        chromium = shutil.which("chromium") or "chromium"
-        browser_agent(k, [sys.executable, "-m", "wallestars_browser"], name="chromium", slots=3,
-                      env=[{"name": "WALLESTARS_CHROMIUM", "value": chromium},
-                           {"name": "WALLESTARS_SMOKESCREEN", "value": str(smokescreen)}],
-                      network={"allowPrivateAddresses": [f"127.0.0.1:{port}"]})  # fmt: skip
-        site_url = f"http://127.0.0.1:{port}"
+        print("helm install wallestars charts/wallestars-agents (our images) ...", flush=True)
+        release = helmlocal.install(cluster, browser_namespaces=(NS,), reachable=((NODE_IP, port),))
+        k = Kubectl(cluster.kubeconfig, NS)
+        print(f"$ kubectl -n {release.namespace} get pods -o wide")
+        print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods", "-o", "wide"))
+        # The chart's browser image (no image or command named), allowed to reach the site.
+        k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent",
+                 "metadata": {"name": "chromium"},
+                 "spec": {"type": "browser", "concurrency": 3,
+                          "capabilities": ["screenshot", "scrape", "accessibility"],
+                          "browser": {"network": {"allowPrivateAddresses": [f"{NODE_IP}:{port}"]}}}})  # fmt: skip
+        site_url = f"http://{NODE_IP}:{port}"
         tasks = {
             "homepage-screenshot": ("screenshot", {"url": f"{site_url}/", "fullPage": True}),
             "list-scrape": ("scrape", {"url": f"{site_url}/list", "selectors": {"title": "h1"},
@@ -77,7 +84,7 @@ def main() -> int:
         # The Agent's counters are refreshed by the operator a moment later.
         wait_for("the Agent's status", lambda: k.json("get", "agent", "chromium")
                  .get("status", {}).get("activeTasks") == 0, timeout=30)  # fmt: skip
-        for cmd in (["get", "agents"], ["get", "agenttasks"],
+        for cmd in (["get", "agents"], ["get", "agenttasks"], ["get", "pods", "-o", "wide"],
                     ["get", "agenttask", "list-scrape", "-o", "jsonpath={.status.result.data.data}"],
                     ["get", "agenttask", "homepage-screenshot",
                      "-o", "jsonpath={.status.result.artifacts[0]}"]):  # fmt: skip

@@ -93,10 +93,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_fixture_site(port: int) -> subprocess.Popen[bytes]:
-    """tests/fixture_site.py as a process on 127.0.0.1:PORT. Run as a module from the
+def start_fixture_site(port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """tests/fixture_site.py as a process on HOST:PORT. Run as a module from the
     repository root, so it imports ``tests.servers`` whatever the caller's PYTHONPATH is."""
-    return subprocess.Popen([sys.executable, "-m", "tests.fixture_site", str(port)], cwd=REPO)
+    return subprocess.Popen([sys.executable, "-m", "tests.fixture_site", str(port), host], cwd=REPO)
 
 
 def token_kubeconfig(cluster: localcluster.Cluster, path: Path, namespace: str, sa: str) -> Path:
@@ -434,3 +434,38 @@ def download(base_url: str, uri: str, token: str) -> bytes:
     )
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the tests' loopback URL)
         return bytes(r.read())
+
+
+def deploy_test_function(kubeconfig: Path, namespace: str, image: str) -> str:
+    """tests/agents/http_function.py as a pod on a real node (our service image has its
+    Python, aiohttp and the SDK; the script comes in a ConfigMap), behind a Service:
+    an `http` Agent's function inside the cluster, calling back through the webhook
+    Service like any in-cluster function. Returns its URL."""
+    k = Kubectl(kubeconfig, namespace)
+    script = (REPO / "tests" / "agents" / "http_function.py").read_text()
+    labels = {"app": "test-function"}
+    k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "test-function"},
+             "data": {"http_function.py": script}})  # fmt: skip
+    k.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "test-function", "labels": labels},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "function", "image": image, "imagePullPolicy": "Never",
+                "command": ["python", "/fn/http_function.py", "8080", "0.0.0.0"],  # noqa: S104 (its pod's own address)
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "fn", "mountPath": "/fn"}, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 (an emptyDir)
+            }],
+            "volumes": [{"name": "fn", "configMap": {"name": "test-function"}},
+                        {"name": "tmp", "emptyDir": {}}],
+        },
+    })  # fmt: skip
+    k.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "test-function"},
+             "spec": {"selector": labels, "ports": [{"port": 8080}]}})  # fmt: skip
+    k("wait", "--for=condition=Ready", "pod/test-function", "--timeout=90s")
+    return f"http://test-function.{namespace}.svc:8080/"

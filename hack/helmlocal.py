@@ -21,6 +21,7 @@ from typing import Any
 
 import localcluster
 from harness import REPO, Kubectl, free_port, wait_for
+from realnode import images, node
 
 CHART = REPO / "charts" / "wallestars-agents"
 
@@ -60,6 +61,48 @@ def local_values(browser_namespaces: list[str]) -> dict[str, Any]:
     }
 
 
+def real_values(
+    tags: dict[str, str],
+    browser_namespaces: list[str],
+    reachable: list[tuple[str, int]],
+    api_server: tuple[str, int],
+    function_namespaces: list[str],
+) -> dict[str, Any]:
+    """Values for the real node: the chart's production values with only our images (built
+    here, never pulled), and the development escape hatches this machine needs: the test
+    function is plain http, and ``reachable`` (host, port) services on the node's address
+    (the fixture site, the test function) may be reached by browser pods and the operator.
+    ``api_server`` is where the kubernetes Service's endpoint is: kube-router judges
+    egress after the Service's DNAT, so the policy names that address and port, as the
+    chart's values.yaml tells every user whose plugin does so. ``function_namespaces``
+    hold in-cluster functions of `http` Agents: the operator may call them and they may
+    call back (networkPolicies.callbackNamespaces). Everything else as shipped: 2+2 replicas, PVC artifacts, NetworkPolicies, the
+    callback URL the webhook Service's cluster DNS name."""
+    repository, tag = tags["agents"].rsplit(":", 1)
+    repository, image = repository.rsplit("/", 1)
+    extra = [{"to": [{"ipBlock": {"cidr": f"{host}/32"}}],
+              "ports": [{"port": port, "protocol": "TCP"}]} for host, port in reachable]  # fmt: skip
+    public_443 = {"to": [{"publicAddresses": True}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    functions = [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]}
+                 for ns in function_namespaces]  # fmt: skip
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "operator": {
+            "image": image,
+            "browserImage": tags["browser-agent"],
+            "insecureDevelopmentAllowPlainHTTP": True,
+        },
+        "webhooks": {"image": image},
+        "networkPolicies": {
+            "apiServer": {"cidrs": [f"{api_server[0]}/32"], "ports": [443, api_server[1]]},
+            "browserNamespaces": browser_namespaces,
+            "browserEgress": extra,
+            "operatorEgress": [public_443, *extra, *functions],
+            "callbackNamespaces": function_namespaces,
+        },
+    }
+
+
 @dataclass
 class Release:
     name: str
@@ -68,12 +111,46 @@ class Release:
     values: dict[str, Any]
 
     @property
+    def real_node(self) -> bool:
+        return "publicURL" not in self.values.get("webhooks", {})
+
+    @property
     def webhooks_url(self) -> str:
+        """Where this machine reaches the webhook service: on the real node its Service's
+        cluster IP (kube-proxy routes the host's connections too)."""
+        if self.real_node:
+            svc = self._kubectl().json("get", "service", f"{self.name}-webhooks")
+            return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
         return str(self.values["webhooks"]["publicURL"])
 
     @property
     def operator_metrics_url(self) -> str:
+        """The acting operator's metrics (on the real node: the Lease holder's pod)."""
+        if self.real_node:
+            return f"http://{self.leader_ip()}:9090/metrics"
         return f"http://127.0.0.1:{self.values['operator']['metricsPort']}/metrics"
+
+    def _kubectl(self) -> Kubectl:
+        return Kubectl(self.kubeconfig, self.namespace)
+
+    def pod_ips(self, component: str) -> list[str]:
+        pods = self._kubectl().json(
+            "get", "pods", "-l", f"app.kubernetes.io/component={component}"
+        )["items"]
+        return [p["status"]["podIP"] for p in pods if p["status"].get("podIP")]
+
+    def leader_ip(self) -> str:
+        """The pod IP of the operator replica that holds the Lease (its identity starts
+        with the pod's host name, which is the pod's name)."""
+        k = self._kubectl()
+        lease = self.values.get("operator", {}).get("leaseName", "wallestars-operator")
+        holder = k.json("get", "lease", lease)["spec"].get("holderIdentity", "")
+        if not holder:
+            raise RuntimeError("no operator replica holds the lease yet")
+        for p in k.json("get", "pods", "-l", "app.kubernetes.io/component=operator")["items"]:
+            if holder.startswith(p["metadata"]["name"]):
+                return str(p["status"]["podIP"])
+        raise RuntimeError(f"no operator pod holds the lease ({holder})")
 
     def helm(
         self, *args: str, check: bool = True, timeout: float = 300
@@ -109,7 +186,11 @@ class Release:
 
     def wait_serving(self, timeout: float = 90) -> None:
         """Until the webhook service is ready and the operator's metrics answer (helm's
-        --wait sees pods Ready as soon as their process runs: the stand-in has no probes)."""
+        --wait sees pods Ready as soon as their process runs: the stand-in has no probes;
+        on the real node, until a replica holds the Lease)."""
+        if self.real_node:
+            wait_for("an operator replica to hold the lease", lambda: _quiet(self.leader_ip),
+                     timeout)  # fmt: skip
 
         def up(url: str) -> bool:
             try:
@@ -127,17 +208,34 @@ class Release:
         self.helm("uninstall", self.name, "--wait", "--timeout", "120s", check=False)
 
 
+def _quiet(f: Any) -> bool:
+    try:
+        return bool(f())
+    except (RuntimeError, AssertionError, KeyError):
+        return False
+
+
 def install(
     cluster: localcluster.Cluster, name: str = "wallestars", namespace: str = "wallestars-system",
-    browser_namespaces: tuple[str, ...] = (),
+    browser_namespaces: tuple[str, ...] = (), reachable: tuple[tuple[str, int], ...] = (),
+    function_namespaces: tuple[str, ...] = (),
 ) -> Release:  # fmt: skip
     """Install the chart (CRDs included, from its crds/) into a Pod Security `restricted`
-    namespace and wait until both services answer."""
+    namespace and wait until both services answer. On a real node, with our images
+    (built and imported here first) and ``reachable`` services of the host opened to it."""
     k = Kubectl(cluster.kubeconfig)
     for ns in (namespace, *browser_namespaces):  # the chart puts NetworkPolicies in the latter
         k.run("create", "namespace", ns, check=False)
         k("label", "--overwrite", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    rel = Release(name, namespace, cluster.kubeconfig, local_values(list(browser_namespaces)))
+    if cluster.real_node:
+        tags = images.ensure(node.layout_of(cluster.dir), ["agents", "browser-agent"])
+        values = real_values(
+            tags, list(browser_namespaces), list(reachable),
+            (cluster.host, cluster.ports.apiserver), list(function_namespaces),
+        )  # fmt: skip
+    else:
+        values = local_values(list(browser_namespaces))
+    rel = Release(name, namespace, cluster.kubeconfig, values)
     t0 = time.monotonic()
     rel.install()
     print(f"helm install {name}: serving after {time.monotonic() - t0:.1f} s", flush=True)

@@ -12,6 +12,18 @@ command -v git >/dev/null || need_apt+=(git)
 command -v make >/dev/null || need_apt+=(make)
 # The browser agent drives Debian's Chromium through Playwright (DESIGN.md §9).
 command -v chromium >/dev/null || need_apt+=(chromium fonts-liberation)
+# The real node (hack/realnode, docs/local-cluster.md): the container runtime, CNI
+# plugins, netfilter tools, and what builds images without a registry or a daemon.
+command -v containerd >/dev/null || need_apt+=(containerd runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ipset >/dev/null || need_apt+=(ipset)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -26,6 +38,10 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -U "pip>=25.1"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[browser,cloud]' --group dev
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[cloud]' --group dev
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# The images the real node runs, from our Dockerfiles on bases made from Debian's
+# packages (hack/realnode/images.py): built once per content, cached outside the repo.
+PYTHONPATH=hack .venv/bin/python hack/realnode/images.py >/dev/null

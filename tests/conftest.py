@@ -87,10 +87,12 @@ def namespace(cluster: localcluster.Cluster, request: pytest.FixtureRequest) -> 
     Kubectl(cluster.kubeconfig).run("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_cluster() -> Iterator[localcluster.Cluster]:
     """The control plane on a real node (kubelet, containerd, CNI, kube-proxy, CoreDNS,
-    kube-router, local-path-provisioner), once per test session; one per machine."""
+    kube-router, local-path-provisioner), once per test module: there can be one real
+    node per machine (docs/local-cluster.md), and it starts in about 10 s, so a module
+    that needs a cluster of its own (the chart's) gets one after the previous is down."""
     state_dir = Path(os.environ.get("WALLESTARS_REAL_CLUSTER_DIR", REPO / ".cluster" / "real"))
     c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True, real_node=True)
     try:

@@ -274,12 +274,14 @@ def site_in_thread(
 
 
 def main() -> None:
-    """``python -m tests.fixture_site PORT`` from the repository root: serve the site on
-    127.0.0.1 (harness.start_fixture_site: make demo and bench/browser_tasks.py)."""
+    """``python -m tests.fixture_site PORT [HOST]`` from the repository root: serve the
+    site on HOST, 127.0.0.1 by default, or the real node's address for its pods
+    (harness.start_fixture_site: make demo and bench/browser_tasks.py)."""
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    web.run_app(make_app(), host="127.0.0.1", port=port, print=None, access_log=None)
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    web.run_app(make_app(), host=host, port=port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ CHROMIUM_ARGS = (
     "--no-first-run",
     "--no-default-browser-check",
     "--disable-gpu",
-    "--disable-dev-shm-usage",  # /dev/shm is a sized emptyDir; fall back to /tmp if small
+    # No --disable-dev-shm-usage: the Job mounts a memory emptyDir of 1 GiB on /dev/shm
+    # (manifests.AttemptConfig.dshm_limit), so shared memory stays in memory, not /tmp.
 )
 WEB_SCHEMES = frozenset({"http", "https"})
 CHROMIUM_REFUSALS = ("Not allowed to load local resource", "Not allowed to navigate top frame")

@@ -148,7 +148,8 @@ BASES = {
     "browser": Base(
         "browser-base",
         "mcr.microsoft.com/playwright/python:v1.65.2-noble",
-        (*PYTHON_PACKAGES, "chromium", "fonts-liberation"),
+        # libatomic1: the Node.js that Playwright bundles as its driver needs it.
+        (*PYTHON_PACKAGES, "chromium", "fonts-liberation", "libatomic1"),
         env=(("WALLESTARS_CHROMIUM", "/usr/bin/chromium"), *SYSTEM_CAS),
     ),
     # golang:1.26.8-bookworm: this machine's own Go toolchain (the version go.mod asks).

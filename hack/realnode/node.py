@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -295,7 +294,9 @@ def down(root: Path, pids: dict[str, int], stop: Callable[[int, float], None]) -
         remove_stale_pods(lay)
         stop(pid, 10.0)
     host.remove_pod_network_leftovers()
-    unmount_under(lay.kubelet_dir)
+    # The kubelet's volumes, and the sandboxes' /dev/shm and rootfs mounts in containerd's
+    # state: whatever a stopped runtime did not take down itself.
+    unmount_under(lay.root)
     # Their chains would go on DNATing and filtering for pods that are gone.
     host.remove_kube_rules()
     if LOCK.exists() and str(root) in LOCK.read_text():
@@ -313,7 +314,3 @@ def unmount_under(path: Path) -> None:
                 mounts.append(target)
     for target in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-    if not mounts:
-        return
-    with contextlib.suppress(OSError):
-        shutil.rmtree(path)

@@ -69,7 +69,9 @@ def main() -> None:
     app.router.add_post("/", invoke)
     app.router.add_get("/invocations/{uid}", invocations)
     app.router.add_get("/invoked-at/{uid}", invoked_at)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+    # argv: PORT [HOST] (the real node's address, for the operator's pods to reach it).
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    web.run_app(app, host=host, port=int(sys.argv[1]), print=None)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import localcluster
 import pytest
@@ -21,7 +22,10 @@ DOCKERFILE = (REPO / "agent_images" / "Dockerfile.browser").read_text()
 
 def test_dockerfile_pins_what_the_project_pins() -> None:
     playwright = re.search(r'"playwright==([\d.]+)"', (REPO / "pyproject.toml").read_text())
-    assert playwright and f"playwright/python:v{playwright[1]}-" in DOCKERFILE
+    assert (
+        playwright
+        and f"ARG BROWSER_BASE=mcr.microsoft.com/playwright/python:v{playwright[1]}-" in DOCKERFILE
+    )
     gomod = (REPO / "hack" / "gobuild" / "smokescreen" / "go.mod").read_text()
     assert "COPY hack/gobuild/smokescreen/ ./" in DOCKERFILE and "-mod=readonly" in DOCKERFILE
     assert re.search(r"require github.com/stripe/smokescreen v[\d.]+", gomod)
@@ -45,3 +49,18 @@ def test_self_test_passes() -> None:
                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok   metadata address refused" in out.stdout
+
+
+def test_the_agents_dependency_group_agrees_with_the_project() -> None:
+    """The browser image installs the `browser-agent` group alone: what it shares with the
+    project's own dependencies must be pinned alike, and it has none of the operator's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    group = project["dependency-groups"]["browser-agent"]
+    by_name = {
+        re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]: r for r in project["project"]["dependencies"]
+    }
+    shared = [r for r in group if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] in by_name]
+    assert {r for r in shared} <= set(by_name.values()), shared
+    names = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in group}
+    assert not names & {"kopf", "lightkube", "boto3", "prometheus-client"}
+    assert "--group browser-agent" in DOCKERFILE

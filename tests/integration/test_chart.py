@@ -1,8 +1,11 @@
-"""The Helm chart installed for real: `helm install` on a control plane of its own, the
-operator and webhook pods run from the chart by the node stand-in under their own
-service accounts, a browser and an `http` AgentTask end to end, least privilege asked
-of the API server, `helm test`, every dashboard and alert query evaluated by a real
-Prometheus scraping both services, `helm upgrade` and `helm uninstall`.
+"""The Helm chart installed for real: `helm install` with its production values on a
+control plane of its own with a real node (hack/realnode), the operator and webhook
+pods in containers of our images (2 replicas each, PVC-backed artifacts, NetworkPolicies
+enforced) under their own service accounts, a browser and an `http` AgentTask end to end
+(the browser in a container of the browser image, calling back through the webhook
+Service's DNS name), least privilege asked of the API server, `helm test`, every
+dashboard and alert query evaluated by a real Prometheus scraping every replica, `helm
+upgrade` to a new image tag with a task in flight, and `helm uninstall`.
 
 The tests share one installation and run in file order (upgrade and uninstall last).
 """
@@ -11,12 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,32 +25,35 @@ import localcluster
 import pytest
 import yaml
 from harness import (
-    REPO,
     Kubectl,
     audit_events,
-    browser_agent,
+    deploy_test_function,
     download,
     free_port,
     http_agent,
     phase_is,
     reader_token,
+    start_fixture_site,
     status,
     task,
     wait_for,
 )
+from realnode import node
+from realnode.config import NODE_IP
 
 from tests import prometheus
 
 TASKS_NS = "chart-tasks"
+FUNCTIONS_NS = "chart-functions"
 SYSTEM = "wallestars-system"
 
 
 @pytest.fixture(scope="module")
 def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.Cluster]:
-    """A control plane of its own: the chart installs cluster-wide objects (CRDs, the
-    admission policy, ClusterRoles) that the session cluster's tests apply by hand."""
+    """A control plane of its own on the real node: the chart installs cluster-wide
+    objects (CRDs, the admission policy, ClusterRoles) that other tests apply by hand."""
     state = tmp_path_factory.mktemp("chart-cluster")
-    c = localcluster.up(state, ports=localcluster.Ports.free(), audit=True)
+    c = localcluster.up(state, ports=localcluster.Ports.free(), audit=True, real_node=True)
     try:
         yield c
     finally:
@@ -59,8 +61,13 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localclu
 
 
 @pytest.fixture(scope="module")
-def release(chart_cluster: localcluster.Cluster) -> helmlocal.Release:
-    return helmlocal.install(chart_cluster, browser_namespaces=(TASKS_NS,))
+def release(chart_cluster: localcluster.Cluster, site: int) -> helmlocal.Release:
+    return helmlocal.install(
+        chart_cluster,
+        browser_namespaces=(TASKS_NS,),
+        reachable=((NODE_IP, site),),
+        function_namespaces=(FUNCTIONS_NS,),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,32 +77,27 @@ def k(chart_cluster: localcluster.Cluster, release: helmlocal.Release) -> Kubect
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[int]:
+    """The fixture site on the node's address, where browser pods can reach it."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'hack'}"}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fixture_site.py"), str(port)], env=env
-    )
-    wait_for("the fixture site", lambda: _listening(port))
+    proc = start_fixture_site(port, NODE_IP)
+    wait_for("the fixture site", lambda: _listening(NODE_IP, port))
     yield port
     proc.terminate()
     proc.wait(10)
 
 
 @pytest.fixture(scope="module")
-def function() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "agents" / "http_function.py"), str(port)]
-    )
-    wait_for("the test function", lambda: _listening(port))
-    yield f"http://127.0.0.1:{port}/"
-    proc.terminate()
-    proc.wait(10)
+def function(chart_cluster: localcluster.Cluster, release: helmlocal.Release) -> str:
+    """The test function as a pod in a namespace of its own, which the release lets the
+    operator call and lets call back (networkPolicies.callbackNamespaces)."""
+    Kubectl(chart_cluster.kubeconfig)("create", "namespace", FUNCTIONS_NS)
+    image = f"{release.values['image']['repository']}/agents:{release.values['image']['tag']}"
+    return deploy_test_function(chart_cluster.kubeconfig, FUNCTIONS_NS, image)
 
 
-def _listening(port: int) -> bool:
+def _listening(host: str, port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def pods(k: Kubectl, component: str) -> list[dict[str, Any]]:
@@ -109,44 +111,60 @@ def pods(k: Kubectl, component: str) -> list[dict[str, Any]]:
 
 
 def test_install_runs_both_services_from_the_chart(k: Kubectl, release: helmlocal.Release) -> None:
-    (op,) = pods(k, "operator")
-    (wh,) = pods(k, "webhooks")
-    assert op["spec"]["serviceAccountName"] == "wallestars-operator"
-    assert wh["spec"]["serviceAccountName"] == "wallestars-webhooks"
-    for p in (op, wh):
-        assert p["status"]["phase"] == "Running"
-        # The stand-in ran the chart's command, not something of the test's own.
-        assert p["spec"]["containers"][0]["command"][1:] in (
-            ["-m", "wallestars_operator"], ["-m", "wallestars_webhooks"],
-        )  # fmt: skip
+    ops, whs = pods(k, "operator"), pods(k, "webhooks")
+    assert len(ops) == 2 and len(whs) == 2  # the chart's production replicas
+    for component, ps in (("operator", ops), ("webhooks", whs)):
+        for p in ps:
+            assert p["spec"]["serviceAccountName"] == f"wallestars-{component}"
+            assert p["status"]["phase"] == "Running"
+            ready = {c["type"]: c["status"] for c in p["status"]["conditions"]}["Ready"]
+            assert ready == "True", p["status"]
+            (c,) = p["spec"]["containers"]
+            assert c["command"] == [f"wallestars-{component}"]
+            assert (
+                c["image"]
+                == release.values["image"]["repository"]
+                + "/agents:"
+                + release.values["image"]["tag"]
+            )
+            (state,) = p["status"]["containerStatuses"]
+            assert state["imageID"] and state["containerID"].startswith("containerd://")
+    # The artifacts are on a PersistentVolumeClaim, bound by the node's provisioner.
+    (pvc,) = Kubectl(k.kubeconfig, SYSTEM).json("get", "pvc")["items"]
+    assert pvc["status"]["phase"] == "Bound"
     ns = Kubectl(k.kubeconfig).json("get", "namespace", SYSTEM)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     crds = Kubectl(k.kubeconfig)("get", "crd", "-o", "name")
     assert "agenttasks.agents.wallestars.io" in crds and "agents.agents.wallestars.io" in crds
 
 
-@pytest.mark.requires("chromium")
 def test_browser_and_http_tasks_succeed_through_the_chart(
     k: Kubectl, release: helmlocal.Release, site: int, function: str
 ) -> None:
-    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
-    browser_agent(k, [sys.executable, "-m", "wallestars_browser"], name="chromium", slots=2,
-                  env=[{"name": "WALLESTARS_CHROMIUM", "value": shutil.which("chromium") or ""},
-                       {"name": "WALLESTARS_SMOKESCREEN", "value": str(smokescreen)}],
-                  network={"allowPrivateAddresses": [f"127.0.0.1:{site}"]})  # fmt: skip
+    # No image or command: the operator's default, the browser image the chart names.
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent",
+             "metadata": {"name": "chromium"},
+             "spec": {"type": "browser", "capabilities": ["screenshot"], "concurrency": 2,
+                      "browser": {"network": {"allowPrivateAddresses": [f"{NODE_IP}:{site}"]}}}})  # fmt: skip
     http_agent(k, function, name="fn")
     k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
              "metadata": {"name": "shot"},
              "spec": {"agentRef": "chromium", "type": "screenshot",
-                      "payload": {"url": f"http://127.0.0.1:{site}/"}}})  # fmt: skip
+                      "payload": {"url": f"http://{NODE_IP}:{site}/", "fullPage": True}}})  # fmt: skip
     task(k, "call", "fn")
     for name in ("shot", "call"):
 
         def done(n: str = name) -> Any:
             return phase_is(k, n, "Succeeded", "Failed", "TimedOut")
 
-        wait_for(f"{name} to finish", done, timeout=120)
+        wait_for(f"{name} to finish", done, timeout=180)
         assert status(k, name)["phase"] == "Succeeded", status(k, name)
+    # The screenshot ran in a container of the browser image, on the node.
+    (job,) = k.json("get", "jobs", "-l", "agents.wallestars.io/task=shot")["items"]
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["image"]
+        == release.values["operator"]["browserImage"]
+    )
     # The screenshot is served back by the chart's webhook service to a reader of the task.
     art = status(k, "shot")["result"]["artifacts"][0]
     png = download(release.webhooks_url, art["uri"], reader_token(k))
@@ -264,8 +282,8 @@ def test_dashboards_and_alerts_evaluate_against_prometheus(
 ) -> None:
     # The job name of the operator's metrics is the one a ServiceMonitor gives it: its Service.
     jobs = {
-        "wallestars-operator-metrics": [release.operator_metrics_url.split("/")[2]],
-        "wallestars-webhooks": [release.webhooks_url.split("/")[2]],
+        "wallestars-operator-metrics": [f"{ip}:9090" for ip in release.pod_ips("operator")],
+        "wallestars-webhooks": [f"{ip}:8080" for ip in release.pod_ips("webhooks")],
     }
     groups = chart_rules(release)
     prom = prometheus.start(tmp_path / "prometheus", jobs, groups)
@@ -322,12 +340,22 @@ def test_upgrade_keeps_the_signing_key_and_running_tasks(
     pods_before = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
     task(k, "slow", "fn", behaviour="slow")  # the function calls back after 8 s
     wait_for("slow to be dispatched", lambda: phase_is(k, "slow", "Dispatched"), timeout=30)
-    # A changed setting rolls both Deployments (their pod templates carry its checksum).
-    release.upgrade("--set", "operator.logLevel=DEBUG", "--set", "webhooks.logLevel=DEBUG")
+    # A new image tag rolls both Deployments. The tag is the same build under a second
+    # name (a rebuild with no change would get the same content-derived tag).
+    image = release.values["image"]
+    new_tag = image["tag"] + "-next"
+    lay = node.layout_of(k.kubeconfig.parent)
+    node.ctr(lay, "images", "tag", "--force", f"{image['repository']}/agents:{image['tag']}",
+             f"{image['repository']}/agents:{new_tag}")  # fmt: skip
+    release.upgrade("--set", f"image.tag={new_tag}")
     assert system.json("get", "secret", "wallestars-master-key")["data"]["keys"] == key_before
     assert base64.b64decode(key_before).startswith(b"whsec_")
     pods_after = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
     assert pods_after and not pods_after & pods_before, "the upgrade did not restart the services"
+    images_after = {
+        p["spec"]["containers"][0]["image"] for p in pods(k, "operator") + pods(k, "webhooks")
+    }
+    assert images_after == {f"{image['repository']}/agents:{new_tag}"}
     # Signed with the key of before the upgrade, the callback is accepted after it.
     wait_for(
         "slow to succeed",
@@ -345,10 +373,8 @@ def test_uninstall_leaves_no_service_pods_and_keeps_crds_tasks_and_key(
     release.uninstall()
     wait_for("the operator and webhook pods to go",
              lambda: not pods(k, "operator") and not pods(k, "webhooks"), timeout=90)  # fmt: skip
-    wait_for(
-        "their processes to end",
-        lambda: not _listening(int(release.webhooks_url.rsplit(":", 1)[1])),
-    )
+    system_ns = Kubectl(k.kubeconfig, SYSTEM)
+    assert system_ns.run("get", "service", "wallestars-webhooks", check=False).returncode != 0
     # Kept on purpose (the chart's README says why): the CRDs (Helm never deletes them),
     # every AgentTask with its results, and the signing key of tasks still in flight.
     assert {t["metadata"]["name"] for t in k.json("get", "agenttasks")["items"]} >= {

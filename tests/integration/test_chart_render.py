@@ -377,18 +377,24 @@ def test_recommended_labels_on_every_object() -> None:
 
 @pytest.mark.parametrize("component", ["operator", "webhooks"])
 def test_dockerfile_agrees_with_the_chart(component: str) -> None:
-    text = (REPO / component / "Dockerfile").read_text()
+    """One image (the repository's Dockerfile) serves both Deployments: each names one of
+    its entry points as its command, runs as its user, from the same image."""
+    text = (REPO / "Dockerfile").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    entry = re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M)
-    assert entry and json.loads(entry[1]) == values[component]["command"]
+    command = values[component]["command"]
+    assert command == [f"wallestars-{component}"]
+    scripts = (REPO / "pyproject.toml").read_text()
+    assert f'wallestars-{component} = "wallestars_{component}.__main__:main"' in scripts
+    assert f"wallestars_{component}" in text  # the build checks it imports
     assert "ARG APP_UID=10001" in text and "USER ${APP_UID}" in text
     (dep,) = [
         d for d in of_kind(rendered(), "Deployment") if d["metadata"]["name"].endswith(component)
     ]
-    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
-    scripts = (REPO / "pyproject.toml").read_text()
-    assert f'wallestars-{component} = "wallestars_{component}.__main__:main"' in scripts
-    assert f"/{component}:" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["containers"][0]["command"] == command
+    assert pod["containers"][0]["image"] == f"ghcr.io/wallestars/{values[component]['image']}:0.1.0"
+    assert values["operator"]["image"] == values["webhooks"]["image"]
 
 
 # --- dashboards and alerts --------------------------------------------------------------
