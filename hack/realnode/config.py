@@ -29,6 +29,8 @@ CNI_BIN = Path("/usr/lib/cni")
 # the iptables-nft filter chains, so neither kube-proxy nor the policy enforcer (which
 # prepend ACCEPT rules to FORWARD) can put anything in front of it.
 EGRESS_TABLE = "wallestars_node"
+RUN_DIR = Path("/run/wallestars-node")
+KUBELET_DIR = Path("/var/lib/wallestars/kubelet")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class Layout:
 
     @property
     def containerd_state(self) -> Path:
-        return self.root / "containerd-state"
+        # Under /run, not ``root``: its sockets' paths must stay under the kernel's 108
+        # bytes, and a test's temporary directory is longer. One node per machine.
+        return RUN_DIR / "containerd"
 
     @property
     def socket(self) -> Path:
@@ -62,7 +66,9 @@ class Layout:
 
     @property
     def kubelet_dir(self) -> Path:
-        return self.root / "kubelet"
+        # A short path for the same reason (the kubelet's sockets); on disk, since pods'
+        # emptyDirs are written there.
+        return KUBELET_DIR
 
     @property
     def kubelet_config(self) -> Path:

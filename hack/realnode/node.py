@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -141,6 +142,11 @@ def up(ctx: NodeContext, pids: dict[str, int]) -> None:
 
     claim()
     host.prepare()
+    # containerd's state (tasks, sockets, sandbox mounts) lives only as long as it runs;
+    # what a killed one left would be mistaken for live containers.
+    for transient in (ctx.layout.containerd_state, ctx.layout.kubelet_dir):
+        unmount_under(transient)
+        shutil.rmtree(transient, ignore_errors=True)
     write_configs(ctx)
     lay = ctx.layout
     pids["containerd"] = ctx.start(
@@ -296,7 +302,8 @@ def down(root: Path, pids: dict[str, int], stop: Callable[[int, float], None]) -
     host.remove_pod_network_leftovers()
     # The kubelet's volumes, and the sandboxes' /dev/shm and rootfs mounts in containerd's
     # state: whatever a stopped runtime did not take down itself.
-    unmount_under(lay.root)
+    for tree in (lay.root, lay.containerd_state, lay.kubelet_dir):
+        unmount_under(tree)
     # Their chains would go on DNATing and filtering for pods that are gone.
     host.remove_kube_rules()
     if LOCK.exists() and str(root) in LOCK.read_text():

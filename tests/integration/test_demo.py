@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import localcluster
-import pytest
 from harness import REPO
 
 
@@ -22,7 +21,6 @@ def readme_cluster_commands() -> list[str]:
     return [c for c in cmds if c and not c.startswith(("export ", "make "))]
 
 
-@pytest.mark.requires("chromium")
 def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
     state = tmp_path / "demo-cluster"
     env = {**os.environ, "WALLESTARS_DEMO_DIR": str(state),
@@ -37,10 +35,10 @@ def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
                                    timeout=60, check=False) for c in readme_cluster_commands()}  # fmt: skip
     finally:
         localcluster.down(state)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for c, r in tried.items():
         assert r.returncode == 0, f"README: `{c}` failed on the demo's cluster: {r.stderr}"
     assert "Succeeded" in tried["kubectl get wallestars -A"].stdout
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [line.split() for line in out.stdout.splitlines()]
     phases = {r[0]: r[1] for r in rows if r and r[0] in
               ("homepage-screenshot", "list-scrape", "signup-accessibility")}  # fmt: skip
@@ -48,3 +46,10 @@ def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
         ("homepage-screenshot", "list-scrape", "signup-accessibility"), "Succeeded"
     )
     assert '"items":["Item 1"' in out.stdout and '"name":"screenshot.png"' in out.stdout
+    # On the real node: the runtime shown, the release's 2+2 pods and each task's pod
+    # (a container of the browser image) completed.
+    assert "containerd://" in out.stdout
+    running = [r for r in rows if r and r[0].startswith("wallestars-") and "Running" in r]
+    assert len(running) == 4, out.stdout
+    completed = [r for r in rows if r and r[0].startswith(tuple(phases)) and "Completed" in r]
+    assert len(completed) == 3, out.stdout
