@@ -256,6 +256,93 @@ def test_every_rendered_manifest_is_valid_for_the_api_server(
     assert res.stdout.count("(server dry run)") == len(docs)
 
 
+# --- NetworkPolicies, enforced by the node's kube-router --------------------------------
+
+# Connects to argv[1]:argv[2] with a 3 s timeout: exit 0 if connected.
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)"
+
+
+def prober(
+    kubeconfig: Path, namespace: str, name: str, image: str, labels: dict[str, str]
+) -> Kubectl:
+    """A long-running restricted pod to make connection attempts from (`kubectl exec`),
+    itself listening on 8080 so that connections to it fail only when a policy says so."""
+    kn = Kubectl(kubeconfig, namespace)
+    kn.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "probe", "image": image, "imagePullPolicy": "Never",
+                            "command": ["python", "-m", "http.server", "8080"],
+                            "securityContext": {"allowPrivilegeEscalation": False,
+                                                "readOnlyRootFilesystem": True,
+                                                "capabilities": {"drop": ["ALL"]}}}],
+        },
+    })  # fmt: skip
+    kn("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=90s")
+    return kn
+
+
+def connects(kn: Kubectl, pod: str, host: str, port: int, container: str = "") -> bool:
+    where = ["-c", container] if container else []
+    out = kn.run("exec", pod, *where, "--", "python", "-c", CONNECT, host, str(port), check=False)
+    return out.returncode == 0
+
+
+def test_network_policies_hold_with_a_control_for_each(
+    k: Kubectl, release: helmlocal.Release, chart_cluster: localcluster.Cluster, function: str
+) -> None:
+    """Each check is a real connection attempt that must fail, beside one that must
+    succeed from the same place, so a check cannot pass because nothing answers."""
+    image = f"{release.values['image']['repository']}/agents:{release.values['image']['tag']}"
+    system = Kubectl(k.kubeconfig, SYSTEM)
+    webhooks = system.json("get", "service", "wallestars-webhooks")["spec"]["clusterIP"]
+    operator_ip = release.pod_ips("operator")[0]
+    fn_ip = Kubectl(k.kubeconfig, FUNCTIONS_NS).json("get", "pod", "test-function")["status"][
+        "podIP"
+    ]
+    browser_labels = {"app.kubernetes.io/managed-by": "wallestars-operator",
+                      "app.kubernetes.io/component": "browser-agent"}  # fmt: skip
+    browser = prober(k.kubeconfig, TASKS_NS, "browser-probe", image, browser_labels)
+    Kubectl(k.kubeconfig)("create", "namespace", "outsider")
+    Kubectl(k.kubeconfig)(
+        "label", "namespace", "outsider", "pod-security.kubernetes.io/enforce=restricted"
+    )
+    outsider = prober(k.kubeconfig, "outsider", "outsider-probe", image, {"app": "outsider"})
+    # Controls: a browser pod reaches the webhook service (a new pod's address reaches
+    # kube-router's sets a moment after it starts, hence the wait), and the outsider
+    # reaches the in-cluster function (no policy selects that one).
+    wait_for("the browser pod to reach the webhook service",
+             lambda: connects(browser, "browser-probe", webhooks, 8080), timeout=30)  # fmt: skip
+    wait_for("the outsider to reach the function",
+             lambda: connects(outsider, "outsider-probe", fn_ip, 8080), timeout=30)  # fmt: skip
+    wait_for("the function to reach the outsider (nothing blocks that)",
+             lambda: connects(Kubectl(k.kubeconfig, FUNCTIONS_NS), "test-function",
+                              outsider.json("get", "pod", "outsider-probe")["status"]["podIP"], 8080),
+             timeout=30)  # fmt: skip
+    # A namespace the chart does not allow cannot call back.
+    assert not connects(outsider, "outsider-probe", webhooks, 8080)
+    # A browser pod reaches neither the API server, nor the operator's metrics, nor
+    # another namespace's pods.
+    api_host, api_port = chart_cluster.host, chart_cluster.ports.apiserver
+    assert not connects(browser, "browser-probe", "10.0.0.1", 443)
+    assert not connects(browser, "browser-probe", api_host, api_port)
+    assert not connects(browser, "browser-probe", operator_ip, 9090)
+    assert not connects(browser, "browser-probe", fn_ip, 8080)
+    outsider_ip = outsider.json("get", "pod", "outsider-probe")["status"]["podIP"]
+    assert not connects(browser, "browser-probe", outsider_ip, 8080)
+    # The operator reaches what its egress policy allows (the API server, the function's
+    # namespace) and nothing else (the outsider's pod, the webhook service).
+    op = system.json("get", "pods", "-l", "app.kubernetes.io/component=operator")["items"][0]
+    op = op["metadata"]["name"]
+    assert connects(system, op, api_host, api_port)
+    assert connects(system, op, fn_ip, 8080)
+    assert not connects(system, op, outsider_ip, 8080)
+    assert not connects(system, op, webhooks, 8080)
+
+
 def test_helm_test_hook_passes(release: helmlocal.Release) -> None:
     out = release.helm("test", release.name, "--timeout", "120s", check=False)
     assert out.returncode == 0, out.stdout + out.stderr

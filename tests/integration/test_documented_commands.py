@@ -77,6 +77,27 @@ CHECKS: list[tuple[str, Check]] = [
         Check("covered", why="test_cloud_templates.py builds the zip and imports its handler"),
     ),
     (
+        r"hack/localcluster\.py up --real-node",
+        Check(
+            "covered", why="test_real_node.py starts the same node (localcluster.up with real_node)"
+        ),
+    ),
+    (
+        r"^(docker build|kind load)",
+        Check(
+            "elsewhere",
+            why="needs a Docker engine and kind, which these machines lack; "
+            "the same Dockerfiles are built with buildah for the real node (test_chart.py)",
+        ),
+    ),
+    (
+        r"^(crictl |python3? hack/realnode/images\.py|\.venv/bin/python hack/realnode/images\.py)",
+        Check(
+            "covered",
+            why="test_real_node.py runs crictl on the node; hack/setup.sh builds the images",
+        ),
+    ),
+    (
         r"(sam deploy|--stack-name|kubectl (create|label) secret (generic )?wallestars-fn-key)",
         Check("elsewhere", why="needs an AWS or Azure account; no cloud is reachable here"),
     ),

@@ -264,3 +264,11 @@ def test_kubectl_logs_and_exec_reach_the_node(
     assert k("exec", "sleeper", "--", "/bin/busybox", "cat", "/proc/1/status").count("Uid:") == 1
     out = json.loads(k("get", "pod", "sleeper", "-o", "json"))
     assert out["status"]["hostIP"] == NODE_IP
+    # crictl, as docs/local-cluster.md shows it, sees the pod's container in the runtime.
+    crictl = localcluster.bin_dirs()["crictl"] / "crictl"
+    socket = node.layout_of(real_cluster.dir).socket
+    ps = subprocess.run([str(crictl), "--runtime-endpoint", f"unix://{socket}", "ps", "-o", "json"],
+                        capture_output=True, text=True, check=True)  # fmt: skip
+    containers = json.loads(ps.stdout)["containers"]
+    mine = [c for c in containers if c["labels"].get("io.kubernetes.pod.name") == "sleeper"]
+    assert len(mine) == 1 and mine[0]["state"] == "CONTAINER_RUNNING", containers
