@@ -198,6 +198,9 @@ def rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
+KUBEPODS_CPU = Path("/sys/fs/cgroup/cpuacct/kubepods/cpuacct.usage")
+
+
 class CpuMeter:
     """CPU seconds each named process used between start() and stop()."""
 
@@ -211,6 +214,9 @@ class CpuMeter:
         # The node stand-in's children are the pods' processes (the agents).
         if "node" in self.pids:
             own["pods (node's children)"] = cpu_seconds(self.pids["node"], children=True)
+        # On the real node the pods' processes are in the kubelet's cgroup instead.
+        if "kubelet" in self.pids and KUBEPODS_CPU.exists():
+            own["pods (kubepods cgroup)"] = int(KUBEPODS_CPU.read_text()) / 1e9
         return own
 
     def start(self) -> None:
@@ -279,18 +285,22 @@ class Env:
 @contextlib.contextmanager
 def bench_environment(
     dir_name: str, ns: str, agent: Callable[[Kubectl], list[subprocess.Popen[bytes]]],
-    qps: float, burst: int, audit: bool = False,
+    qps: float, burst: int, audit: bool = False, real_node: bool = False,
 ) -> Iterator[Env]:  # fmt: skip
     """A fresh control plane in .cluster/<dir_name> with the CRDs, the chart's RBAC, the
-    webhook service, the Agent(s) ``agent`` sets up in ``ns``, and the operator."""
+    webhook service, the Agent(s) ``agent`` sets up in ``ns``, and the operator; pods on
+    the node stand-in, or on the real node (the webhook service then listens on the
+    node's address, where pods can call back)."""
     state = REPO / ".cluster" / dir_name
-    cluster = localcluster.up(state, ports=localcluster.Ports.free(), audit=audit)
+    cluster = localcluster.up(
+        state, ports=localcluster.Ports.free(), audit=audit, real_node=real_node
+    )
     procs: list[Any] = []
     try:
         install_api(cluster)
         Kubectl(cluster.kubeconfig)("create", "namespace", ns)
         masters = [os.urandom(32)]
-        svc = start_service(cluster, Path(tempfile.mkdtemp()), masters)
+        svc = start_service(cluster, Path(tempfile.mkdtemp()), masters, host=cluster.host)
         procs.append(svc)
         extra = agent(Kubectl(cluster.kubeconfig, ns))
         procs.extend(extra)

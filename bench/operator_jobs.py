@@ -1,6 +1,6 @@
 """Operator benchmark for browser agents: one Job per attempt through the node stand-in.
 
-    .venv/bin/python bench/operator_jobs.py [--tasks 300] [--slots 20] [--audit-tasks 40]
+    .venv/bin/python bench/operator_jobs.py [--tasks 300] [--slots 20] [--audit-tasks 40] [--real-node]
 
 The agent does no browser work (bench/agents/noop_agent.sh: says when it started and
 when it sent its final callback, signed with openssl and sent with curl; ``--agent
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import REPO, Kubectl, audit_events, browser_agent
+from realnode import images, node
 
 from bench.load import (
     CpuMeter,
@@ -52,14 +53,22 @@ TASK_LABEL = "agents.wallestars.io/task"
 
 
 def noop_agent(a: argparse.Namespace) -> Any:
-    command = (
-        ["/bin/sh", str(REPO / "bench" / "agents" / "noop_agent.sh")]
-        if a.agent == "sh"
-        else [sys.executable, str(REPO / "bench" / "agents" / "noop_agent.py")]
-    )
+    script = REPO / "bench" / "agents" / "noop_agent.py"
+    if a.real_node:
+        # In a container of the browser image (it has Python and the SDK); the script
+        # itself is the command's argument, as no file of this checkout is in the image.
+        command = ["python", "-c", script.read_text()]
+    elif a.agent == "sh":
+        command = ["/bin/sh", str(REPO / "bench" / "agents" / "noop_agent.sh")]
+    else:
+        command = [sys.executable, str(script)]
 
     def setup(k: Kubectl) -> list[subprocess.Popen[bytes]]:
-        browser_agent(k, command, name="br", slots=a.slots)
+        image = {}
+        if a.real_node:
+            tag = images.ensure(node.layout_of(k.kubeconfig.parent), ["browser-agent"])
+            image = {"image": tag["browser-agent"], "imagePullPolicy": "Never"}
+        browser_agent(k, command, name="br", slots=a.slots, **image)
         return []
 
     return setup
@@ -67,7 +76,8 @@ def noop_agent(a: argparse.Namespace) -> Any:
 
 @contextlib.contextmanager
 def environment(a: argparse.Namespace, audit: bool = False) -> Iterator[Env]:
-    with bench_environment("bench-jobs", NS, noop_agent(a), a.qps, a.burst, audit) as env:
+    name = "bench-jobs-real" if a.real_node else "bench-jobs"
+    with bench_environment(name, NS, noop_agent(a), a.qps, a.burst, audit, a.real_node) as env:
         yield env
 
 
@@ -87,7 +97,7 @@ def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]
             (o["metadata"].get("labels") or {}).get(TASK_LABEL, ""): run.jobs.first(n, ("Pending",))
             for n, o in run.jobs.objects.items()
         }  # fmt: skip
-        to_job, to_start, to_terminal = [], [], []
+        to_job, to_start, to_callback, to_terminal = [], [], [], []
         for name, created in run.created.items():
             data = ((run.tasks.objects[name].get("status") or {}).get("result") or {}).get(
                 "data"
@@ -98,6 +108,7 @@ def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]
                 continue
             to_job.append(job - created)
             to_start.append(float(data["startedAt"]) - job)
+            to_callback.append(float(data["callbackSentAt"]) - job)
             to_terminal.append(done - float(data["callbackSentAt"]))
         last = max(run.tasks.first(n, ("Succeeded",)) or 0.0 for n in run.created)
         elapsed = last - run.t0
@@ -106,6 +117,8 @@ def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]
                 "per_minute": round(n / elapsed * 60),
                 "created_to_job_ms": percentiles(to_job, 50, 99),
                 "job_to_agent_started_ms": percentiles(to_start, 50, 99),
+                "job_to_first_callback_ms": percentiles(to_callback, 50, 99),
+                "node": "real" if a.real_node else "stand-in",
                 "callback_to_succeeded_ms": percentiles(to_terminal, 50, 99),
                 "operator_api_calls_per_task": round(env.op.metric("wallestars_operator_api_requests") / n, 2),
                 **cpu, "operator_memory_mb": rss_mb(env.op.proc.pid)}  # fmt: skip
@@ -166,6 +179,10 @@ def main() -> None:
         "--qps", type=float, default=50, help="the operator's client-side API rate limit"
     )
     p.add_argument("--burst", type=int, default=100)
+    p.add_argument(
+        "--real-node", action="store_true",
+        help="run the Jobs on the real node, the agent (python, the SDK) in the browser image",
+    )  # fmt: skip
     a = p.parse_args()
     for name in a.phases.split(","):
         print(json.dumps({name: PHASES[name](a)}), flush=True)

@@ -199,8 +199,11 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def start_service(
-    cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], **env: str
-) -> WebhookService:
+    cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], host: str = "127.0.0.1",
+    **env: str,
+) -> WebhookService:  # fmt: skip
+    """The webhook service as a process on ``host`` (the real node's address for its
+    pods to call back to), under the chart's RBAC for it."""
     tmp.mkdir(parents=True, exist_ok=True)
     keys = tmp / "master-keys"
     keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
@@ -208,7 +211,7 @@ def start_service(
     port = free_port()
     full_env = {
         **os.environ,
-        "WALLESTARS_HOST": "127.0.0.1",
+        "WALLESTARS_HOST": host,
         "WALLESTARS_PORT": str(port),
         "WALLESTARS_KUBECONFIG": str(kubeconfig),
         "WALLESTARS_MASTER_KEYS_FILE": str(keys),
@@ -223,9 +226,7 @@ def start_service(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    svc = WebhookService(
-        f"http://127.0.0.1:{port}", masters, proc, log, tmp / "artifacts", full_env
-    )
+    svc = WebhookService(f"http://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env)
 
     def ready() -> bool:
         if proc.poll() is not None:

@@ -249,6 +249,24 @@ IMAGES = {
 }  # fmt: skip
 
 
+def stale(tags: Iterable[str], current: str) -> list[str]:
+    """The other tags of ``current``'s repository: older builds, never pulled back by
+    anyone, which would otherwise pile up with every change (pure)."""
+    repo = current.rsplit(":", 1)[0]
+    return sorted(t for t in tags if t.rsplit(":", 1)[0] == repo and t != current)
+
+
+def prune_storage(current: str) -> None:
+    """Drop older builds of ``current``'s image from buildah's storage."""
+    listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}").split()
+    for old in stale(listed, current):
+        subprocess.run(
+            ["buildah", "--root", str(STORAGE / "storage"), "--runroot", "/run/wallestars-buildah",
+             "--storage-driver", "overlay", "rmi", "--force", old],
+            capture_output=True, check=False,
+        )  # fmt: skip
+
+
 def build_image(image: Image) -> str:
     tag = image.tag()
     if _in_storage(tag):
@@ -259,6 +277,9 @@ def build_image(image: Image) -> str:
         "--format=oci", "-f", image.dockerfile, "-t", tag, *args, ".",
         cwd=REPO, quiet=False,
     )  # fmt: skip
+    prune_storage(tag)
+    for base in image.bases.values():
+        prune_storage(BASES[base].tag())
     return tag
 
 
@@ -351,12 +372,18 @@ def ensure_pause(layout: Layout) -> None:
 
 
 def ensure(layout: Layout, names: Iterable[str]) -> dict[str, str]:
-    """Build (if missing) and import our images; map name -> tag in the node."""
+    """Build (if missing) and import our images, dropping the node's older builds of
+    them (its image GC is off); map name -> tag in the node."""
+    from realnode.node import ctr
+
     CACHE.mkdir(parents=True, exist_ok=True)
     tags = {}
     for name in names:
         tag = build_image(IMAGES[name])
         import_image(layout, tag)
+        listed = ctr(layout, "images", "list", "-q").stdout.split()
+        for old in stale(listed, tag):
+            ctr(layout, "images", "rm", old, check=False)
         tags[name] = tag
     return tags
 

@@ -87,12 +87,13 @@ def ctr(layout: Layout, *args: str, check: bool = True) -> subprocess.CompletedP
 def claim() -> None:
     """Refuse a second real node on this machine while another one's kubelet runs."""
     if LOCK.exists():
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(LOCK.read_text().split()[0])
-            if Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ValueError, OSError, IndexError):
+            pid_text, where = LOCK.read_text().split(maxsplit=1)
+            if Path(f"/proc/{int(pid_text)}").exists():
                 raise NodeError(
-                    f"a real node already runs on this machine (kubelet pid {pid}, "
-                    f"{LOCK.read_text().split(maxsplit=1)[1:]}); stop its cluster first"
+                    f"a real node already runs on this machine (kubelet pid {pid_text}, "
+                    f"cluster {Path(where.strip()).parent}); stop it first "
+                    f"(python3 hack/localcluster.py down --dir {Path(where.strip()).parent})"
                 )
     LOCK.parent.mkdir(parents=True, exist_ok=True)
 

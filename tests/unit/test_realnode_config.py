@@ -69,3 +69,21 @@ def test_egress_guard_drops_what_leaves_the_bridge_before_other_forward_rules() 
     rules = config.egress_rules()
     assert "hook forward priority filter - 10" in rules
     assert f'iifname "{config.BRIDGE}" oifname != "{config.BRIDGE}" counter drop' in rules
+
+
+def test_only_other_builds_of_the_same_image_are_stale() -> None:
+    from realnode.images import stale
+
+    tags = [
+        "localhost/wallestars/agents:aaa",
+        "localhost/wallestars/agents:bbb",
+        "localhost/wallestars/agents:bbb-next",
+        "localhost/wallestars/browser-agent:aaa",
+        "localhost/wallestars/pause:3.10",
+        "sha256:0123",
+    ]
+    assert stale(tags, "localhost/wallestars/agents:bbb") == [
+        "localhost/wallestars/agents:aaa",
+        "localhost/wallestars/agents:bbb-next",
+    ]
+    assert stale(tags, "localhost/wallestars/pause:3.10") == []
