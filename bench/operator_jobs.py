@@ -112,7 +112,8 @@ def measure(a: argparse.Namespace, n: int, rate: float | None) -> dict[str, Any]
             to_terminal.append(done - float(data["callbackSentAt"]))
         last = max(run.tasks.first(n, ("Succeeded",)) or 0.0 for n in run.created)
         elapsed = last - run.t0
-        return {"tasks": n, "slots": a.slots, "agent": a.agent, "offered_per_second": rate,
+        agent = "python, in the browser image" if a.real_node else a.agent
+        return {"tasks": n, "slots": a.slots, "agent": agent, "offered_per_second": rate,
                 "measured": len(to_job), "seconds": round(elapsed, 1),
                 "per_minute": round(n / elapsed * 60),
                 "created_to_job_ms": percentiles(to_job, 50, 99),

@@ -242,8 +242,8 @@ IMAGES = {
     "browser-agent": Image(
         "browser-agent",
         "agent_images/Dockerfile.browser",
-        ("pyproject.toml", "README.md", "agent_images/wallestars_sdk",
-         "agent_images/wallestars_browser", "hack/gobuild/smokescreen"),
+        ("pyproject.toml", "agent_images/wallestars_sdk", "agent_images/wallestars_browser",
+         "hack/gobuild/smokescreen"),
         {"BROWSER_BASE": "browser", "GO_BASE": "go"},
     ),
 }  # fmt: skip
