@@ -470,3 +470,19 @@ def deploy_test_function(kubeconfig: Path, namespace: str, image: str) -> str:
              "spec": {"selector": labels, "ports": [{"port": 8080}]}})  # fmt: skip
     k("wait", "--for=condition=Ready", "pod/test-function", "--timeout=90s")
     return f"http://test-function.{namespace}.svc:8080/"
+
+
+def run_pod_to_end(k: Kubectl, manifest: dict[str, Any], timeout: float = 120) -> tuple[str, str]:
+    """Create a pod that runs once and wait until it ends; (phase, logs)."""
+    k.apply(manifest)
+    name = manifest["metadata"]["name"]
+    phase = wait_for(
+        f"pod {name} to end",
+        lambda: (
+            p
+            if (p := k.json("get", "pod", name)["status"].get("phase")) in ("Succeeded", "Failed")
+            else None
+        ),
+        timeout=timeout,
+    )
+    return str(phase), k("logs", name)

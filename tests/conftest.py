@@ -41,8 +41,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def cluster() -> Iterator[localcluster.Cluster]:
     """The real control plane plus the node stand-in, once per test session."""
     state_dir = Path(os.environ.get("WALLESTARS_TEST_CLUSTER_DIR", REPO / ".cluster" / "test"))
-    # The audit log lets tests count exactly which API writes a component made.
-    c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True)
+    yield from cluster_with_crds(state_dir, real_node=False)
+
+
+def cluster_with_crds(state_dir: Path, real_node: bool) -> Iterator[localcluster.Cluster]:
+    """A control plane in ``state_dir`` on free ports, its CRDs established, stopped when
+    the fixture using it ends. The audit log lets tests count exactly which API writes
+    a component made."""
+    c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True, real_node=real_node)
     try:
         k = Kubectl(c.kubeconfig)
         for crd in CRDS:
@@ -94,15 +100,7 @@ def real_cluster() -> Iterator[localcluster.Cluster]:
     node per machine (docs/local-cluster.md), and it starts in about 10 s, so a module
     that needs a cluster of its own (the chart's) gets one after the previous is down."""
     state_dir = Path(os.environ.get("WALLESTARS_REAL_CLUSTER_DIR", REPO / ".cluster" / "real"))
-    c = localcluster.up(state_dir, ports=localcluster.Ports.free(), audit=True, real_node=True)
-    try:
-        k = Kubectl(c.kubeconfig)
-        for crd in CRDS:
-            k("apply", "--server-side", "-f", str(crd))
-        k("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        yield c
-    finally:
-        localcluster.down(state_dir)
+    yield from cluster_with_crds(state_dir, real_node=True)
 
 
 @pytest.fixture

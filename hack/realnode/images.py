@@ -62,18 +62,17 @@ def _run(argv: list[str], cwd: Path | None = None, quiet: bool = False) -> str:
     return out.stdout
 
 
+# buildah on our own storage (overlay, in the cache), never the machine's default one.
+BUILDAH = [
+    "buildah",
+    "--root", str(STORAGE / "storage"),
+    "--runroot", "/run/wallestars-buildah",
+    "--storage-driver", "overlay",
+]  # fmt: skip
+
+
 def buildah(*args: str, cwd: Path | None = None, quiet: bool = True) -> str:
-    return _run(
-        [
-            "buildah",
-            "--root", str(STORAGE / "storage"),
-            "--runroot", "/run/wallestars-buildah",
-            "--storage-driver", "overlay",
-            *args,
-        ],
-        cwd=cwd,
-        quiet=quiet,
-    )  # fmt: skip
+    return _run([*BUILDAH, *args], cwd=cwd, quiet=quiet)
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -204,11 +203,8 @@ def build_base(base: Base) -> str:
 
 
 def _in_storage(tag: str) -> bool:
-    out = subprocess.run(
-        ["buildah", "--root", str(STORAGE / "storage"), "--runroot", "/run/wallestars-buildah",
-         "--storage-driver", "overlay", "inspect", "--type", "image", tag],
-        capture_output=True, check=False,
-    )  # fmt: skip
+    out = subprocess.run([*BUILDAH, "inspect", "--type", "image", tag], capture_output=True,
+                         check=False)  # fmt: skip
     return out.returncode == 0
 
 
@@ -260,11 +256,7 @@ def prune_storage(current: str) -> None:
     """Drop older builds of ``current``'s image from buildah's storage."""
     listed = buildah("images", "--format", "{{.Name}}:{{.Tag}}").split()
     for old in stale(listed, current):
-        subprocess.run(
-            ["buildah", "--root", str(STORAGE / "storage"), "--runroot", "/run/wallestars-buildah",
-             "--storage-driver", "overlay", "rmi", "--force", old],
-            capture_output=True, check=False,
-        )  # fmt: skip
+        subprocess.run([*BUILDAH, "rmi", "--force", old], capture_output=True, check=False)
 
 
 def build_image(image: Image) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import localcluster
 import pytest
-from harness import Kubectl, wait_for
+from harness import Kubectl, run_pod_to_end
 from realnode import images, node
 from wallestars_operator.manifests import AGENT_UID, AttemptConfig, browser_job
 
@@ -69,15 +69,7 @@ def agent_pod(image: str, namespace: str, name: str) -> dict[str, Any]:
 
 
 def probe(k: Kubectl, manifest: dict[str, Any]) -> dict[str, Any]:
-    k.apply(manifest)
-    name = manifest["metadata"]["name"]
-    phase = wait_for(
-        f"pod {name} to end",
-        lambda: p if (p := k.json("get", "pod", name)["status"].get("phase")) in
-        ("Succeeded", "Failed") else None,
-        timeout=120,
-    )  # fmt: skip
-    logs = k("logs", name)
+    phase, logs = run_pod_to_end(k, manifest)
     assert phase == "Succeeded", logs
     return dict(json.loads(logs.strip().splitlines()[-1]))
 
@@ -156,13 +148,6 @@ def test_the_images_self_test_passes_in_its_container(
     k = Kubectl(real_cluster.kubeconfig, real_namespace)
     pod = agent_pod(browser_image, real_namespace, "self-test")
     container(pod)["command"] = ["python", "-m", "wallestars_browser", "--self-test"]
-    k.apply(pod)
-    phase = wait_for(
-        "the self-test to end",
-        lambda: p if (p := k.json("get", "pod", "self-test")["status"].get("phase")) in
-        ("Succeeded", "Failed") else None,
-        timeout=180,
-    )  # fmt: skip
-    logs = k("logs", "self-test")
+    phase, logs = run_pod_to_end(k, pod, timeout=180)
     assert phase == "Succeeded", logs
     assert "ok   metadata address refused" in logs

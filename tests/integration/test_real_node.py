@@ -10,7 +10,7 @@ from typing import Any
 
 import localcluster
 import pytest
-from harness import Kubectl, wait_for
+from harness import Kubectl, run_pod_to_end, wait_for
 from realnode import host, images, node
 from realnode.config import NODE_IP
 
@@ -70,22 +70,6 @@ def pod(name: str, image: str, command: list[str], **extra: Any) -> dict[str, An
     }
 
 
-def run_to_end(k: Kubectl, manifest: dict[str, Any], timeout: float = 120) -> tuple[str, str]:
-    """Create the pod, wait until it ends; (phase, logs)."""
-    k.apply(manifest)
-    name = manifest["metadata"]["name"]
-    phase = wait_for(
-        f"pod {name} to end",
-        lambda: (
-            p
-            if (p := k.json("get", "pod", name)["status"].get("phase")) in ("Succeeded", "Failed")
-            else None
-        ),
-        timeout=timeout,
-    )
-    return str(phase), k("logs", name)
-
-
 def serve(k: Kubectl, name: str, image: str) -> str:
     """A busybox HTTP server pod and its Service; returns the Service's DNS name."""
     k.apply(pod(name, image, ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"]))
@@ -103,7 +87,7 @@ def serve(k: Kubectl, name: str, image: str) -> str:
 
 def fetch(k: Kubectl, name: str, image: str, url: str) -> tuple[str, str]:
     """A pod that fetches ``url`` (3 s timeout) with Python; (phase, output)."""
-    return run_to_end(k, pod(name, image, ["python", "-c", FETCH, url]))
+    return run_pod_to_end(k, pod(name, image, ["python", "-c", FETCH, url]))
 
 
 def test_node_is_ready_and_its_runtime_is_containerd(real_cluster: localcluster.Cluster) -> None:
@@ -121,7 +105,7 @@ def test_a_pod_runs_in_its_own_container_as_its_user(
 ) -> None:
     k = Kubectl(real_cluster.kubeconfig, real_namespace)
     script = "id -u; cat /proc/1/cgroup | grep memory; readlink /proc/self/ns/net; hostname"
-    phase, out = run_to_end(k, pod("who", busybox, ["/bin/busybox", "sh", "-c", script]))
+    phase, out = run_pod_to_end(k, pod("who", busybox, ["/bin/busybox", "sh", "-c", script]))
     assert phase == "Succeeded", out
     uid, cgroup, netns, hostname = out.split()
     assert uid == "65532"
@@ -139,7 +123,7 @@ def test_services_answer_by_cluster_dns_name(
     phase, out = fetch(k, "client", python_image, f"http://{host_name}/hostname")
     assert phase == "Succeeded" and out.strip() == "web", out
     # A name outside the cluster is answered NXDOMAIN at once: there is no upstream.
-    phase, out = run_to_end(
+    phase, out = run_pod_to_end(
         k, pod("outside", busybox, ["/bin/busybox", "nslookup", "example.com", "10.0.0.10"])
     )
     assert phase == "Failed" and "NXDOMAIN" in out, out
@@ -162,10 +146,10 @@ def test_a_claim_binds_on_the_node_and_keeps_its_data(
         p["spec"]["securityContext"]["fsGroup"] = 65532
         return p
 
-    phase, out = run_to_end(k, with_volume("writer", "echo kept > /data/f && echo ok"), 180)
+    phase, out = run_pod_to_end(k, with_volume("writer", "echo kept > /data/f && echo ok"), 180)
     assert phase == "Succeeded", out
     assert k.json("get", "pvc", "data")["status"]["phase"] == "Bound"
-    phase, out = run_to_end(k, with_volume("reader", "/bin/busybox cat /data/f"))
+    phase, out = run_pod_to_end(k, with_volume("reader", "/bin/busybox cat /data/f"))
     assert phase == "Succeeded" and out.strip() == "kept", out
 
 
@@ -248,7 +232,7 @@ def test_pod_traffic_cannot_leave_the_machine(
         # Control: the node's own address is on the machine and answers (the API server).
         connect = (f"import socket; socket.create_connection(('{NODE_IP}', "
                    f"{real_cluster.ports.apiserver}), timeout=3); print('reached')")  # fmt: skip
-        phase, out = run_to_end(k, pod("stayer", python_image, ["python", "-c", connect]))
+        phase, out = run_pod_to_end(k, pod("stayer", python_image, ["python", "-c", connect]))
         assert phase == "Succeeded" and "reached" in out, (phase, out)
     finally:
         subprocess.run(["ip", "netns", "delete", "wscanary"], check=False, capture_output=True)
