@@ -84,6 +84,10 @@ def main() -> int:
         # The Agent's counters are refreshed by the operator a moment later.
         wait_for("the Agent's status", lambda: k.json("get", "agent", "chromium")
                  .get("status", {}).get("activeTasks") == 0, timeout=30)  # fmt: skip
+        # A task is Succeeded on its signed result; its container exits a moment later.
+        wait_for("the tasks' pods to exit", lambda: all(
+            p["status"].get("phase") == "Succeeded"
+            for p in k.json("get", "pods", "-l", "agents.wallestars.io/task")["items"]), timeout=60)  # fmt: skip
         for cmd in (["get", "agents"], ["get", "agenttasks"], ["get", "pods", "-o", "wide"],
                     ["get", "agenttask", "list-scrape", "-o", "jsonpath={.status.result.data.data}"],
                     ["get", "agenttask", "homepage-screenshot",

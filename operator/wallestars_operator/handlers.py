@@ -38,11 +38,17 @@ STATE = State()
 MANAGED = {"app.kubernetes.io/managed-by": "wallestars-operator"}
 _tasks: list[asyncio.Task[None]] = []
 _closers: list[Any] = []
+_metrics_server: list[Any] = []
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global STATE
     s = Settings()
+    # A fresh cache on every kopf run (__main__ runs kopf again after a transient API
+    # error): what was deleted meanwhile must not linger, and the wake-up Event belongs
+    # to this run's event loop.
+    STATE = State()
     logs.setup(s.log_level)
     logging.getLogger("kopf.objects").setLevel(
         logging.WARNING
@@ -92,7 +98,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         identity,
         s.lease_seconds,
     )
-    start_http_server(s.metrics_port)
+    if not _metrics_server:  # once per process: it outlives kopf's runs
+        _metrics_server.append(start_http_server(s.metrics_port))
 
     async def loop() -> None:
         await asyncio.sleep(1.0)  # let the watches list what exists first
@@ -134,6 +141,8 @@ async def cleanup(**_: Any) -> None:
             await t
     for c in reversed(_closers):  # queued Events go out before the client closes
         await c.close()
+    _tasks.clear()
+    _closers.clear()
 
 
 @kopf.on.login()

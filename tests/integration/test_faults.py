@@ -27,6 +27,7 @@ from harness import (
     WebhookService,
     credential_secret,
     free_port,
+    http_agent,
     start_operator,
     wait_for,
 )
@@ -110,3 +111,36 @@ def test_refused_invocations_end_their_attempts_within_seconds_under_api_faults(
         assert ended is not None
         # completionTime has whole seconds; a restart costs a few seconds of its own.
         assert ended.timestamp() - last <= 15, (name, ended.timestamp() - last)
+
+
+def test_operator_outlives_cut_discovery_answers(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    function_url: str,
+    kubectl: Kubectl,
+    tmp_path: Path,
+) -> None:
+    """kopf stops when its discovery of the API's resources gets a cut answer (its reads of
+    a response body are not retried, kopf#839); the operator runs kopf again after a
+    backoff instead of exiting, and then does its work."""
+    proxy = faultproxy.start(cluster.server, cluster.pki / "ca.crt", free_port())
+    # Every discovery answer (/api, /apis, /apis/<group>/<version>) cut after 64 bytes.
+    proxy.set(reset=1.0, only=r"^GET /apis?(/[^/]+){0,2}$")
+    http_agent(kubectl, function_url, name="fn-d")
+    op = start_operator(cluster, tmp_path / "op", webhook_service.masters, webhook_service.url,
+                        api_url=proxy.url)  # fmt: skip
+    try:
+        wait_for("kopf to fail on a cut discovery answer twice", lambda: "kopf stopped" in
+                 op.log.read_text() and op.log.read_text().count("kopf stopped") >= 2, timeout=60)  # fmt: skip
+        assert op.proc.poll() is None, op.log.read_text()[-3000:]
+        assert proxy.stats().get("reset", 0) >= 2
+        proxy.set()  # the API server answers whole again
+        kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                       "metadata": {"name": "after-cuts"},
+                       "spec": {"agentRef": "fn-d", "type": "custom", "payload": {"data": {}}}})  # fmt: skip
+        wait_for("the task to succeed", lambda: (kubectl.json("get", "agenttask", "after-cuts")
+                 .get("status") or {}).get("phase") == "Succeeded", timeout=60)  # fmt: skip
+        assert op.proc.poll() is None
+    finally:
+        op.stop()
+        proxy.stop()
