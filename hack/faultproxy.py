@@ -7,7 +7,8 @@ http://127.0.0.1:7000``; ``kubeconfig_via``), so nothing in production code know
 exists. It forwards every request, with the caller's own credentials, and on the way
 does what a struggling API server does, each with its own probability:
 
-- ``error``: answer 500, 503 or 429 (with Retry-After) without forwarding;
+- ``error``: answer 500, 503 or 429 (with Retry-After: ``retry_after`` seconds) without
+  forwarding; ``codes`` narrows the choice;
 - ``applied_then_error``: forward a write, then answer 500 although it was applied;
 - ``slow`` / ``slow_seconds``: hold the answer back (latency spikes);
 - ``reset``: forward, then cut the connection before the body is complete;
@@ -48,6 +49,8 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 @dataclass
 class Faults:
     error: float = 0.0
+    codes: tuple[int, ...] = (500, 503, 429)
+    retry_after: int = 1
     applied_then_error: float = 0.0
     slow: float = 0.0
     slow_seconds: float = 1.5
@@ -66,6 +69,7 @@ class Proxy:
     ca: Path | None
     faults: Faults = field(default_factory=Faults)
     stats: Counter[str] = field(default_factory=Counter)
+    errors: list[tuple[float, str, int]] = field(default_factory=list)  # (time, line, code)
     rng: random.Random = field(default_factory=lambda: random.Random(7))  # noqa: S311
     session: ClientSession | None = None
 
@@ -87,13 +91,17 @@ class Proxy:
             body = await request.json()
             if body.get("watch_cut") is not None:
                 body["watch_cut"] = tuple(body["watch_cut"])
+            if body.get("codes") is not None:
+                body["codes"] = tuple(body["codes"])
             self.faults = Faults(**body)
         if request.path == "/__stats":
             return web.json_response(dict(self.stats))
+        if request.path == "/__errors":
+            return web.json_response(self.errors)
         return web.json_response(asdict(self.faults))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.path in ("/__faults", "/__stats"):
+        if request.path in ("/__faults", "/__stats", "/__errors"):
             return await self.control(request)
         f = self.faults
         line = f"{request.method} {request.path}"
@@ -101,9 +109,10 @@ class Proxy:
         self.stats["requests"] += 1
         faulty = f.matches(line)
         if faulty and not watch and self.chance(f.error):
-            code = self.rng.choice((500, 503, 429))
+            code = self.rng.choice(f.codes)
             self.stats[f"error-{code}"] += 1
-            headers = {"Retry-After": "1"} if code in (429, 503) else {}
+            self.errors.append((time.time(), line, code))
+            headers = {"Retry-After": str(f.retry_after)} if code in (429, 503) else {}
             return web.json_response(status_body(code), status=code, headers=headers)
         resumed = request.query.get("resourceVersion") not in (None, "", "0")
         if faulty and watch and resumed and self.chance(f.watch_gone):
@@ -199,6 +208,10 @@ class FaultProxy:
     def stats(self) -> dict[str, int]:
         out: dict[str, int] = self._call("GET", "/__stats")
         return out
+
+    def errors(self) -> list[tuple[float, str, int]]:
+        """(time, "METHOD path", code) of every error answer given so far."""
+        return [(t, line, code) for t, line, code in self._call("GET", "/__errors")]
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         import urllib.request

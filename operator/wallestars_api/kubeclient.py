@@ -10,6 +10,7 @@ parsed by lightkube.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+
+from wallestars_api.retry import retry_after_seconds
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
@@ -43,11 +46,14 @@ class Limiter(Protocol):
 class ApiError(Exception):
     """The API server answered with an error status."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after  # seconds the server asked for (429, 503)
 
 
 class KubeClient:
@@ -60,6 +66,7 @@ class KubeClient:
         timeout: float = 10.0,
         connections: int = 64,
         limiter: Limiter | None = None,
+        obey_retry_after: bool = False,
     ) -> None:
         self.server = server.rstrip("/")
         self._ssl = ssl_context
@@ -70,7 +77,12 @@ class KubeClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._limiter = limiter
+        # Retry-After (429/503) holds every request of this client until it has passed,
+        # so a struggling API server is not sent more; the token bucket stays the ceiling.
+        self._obey = obey_retry_after
+        self._not_before = 0.0
         self.calls = 0  # requests sent, for metrics and benchmarks
+        self.held_seconds = 0.0  # time requests waited out a Retry-After, summed
 
     @classmethod
     def from_env(cls, kubeconfig: Path | None = None, **kw: Any) -> KubeClient:
@@ -124,6 +136,9 @@ class KubeClient:
     ) -> dict[str, Any]:
         if self._limiter is not None:
             await self._limiter.take()
+        if self._obey and (hold := self._not_before - time.monotonic()) > 0:
+            self.held_seconds += hold
+            await asyncio.sleep(hold)
         self.calls += 1
         headers = {"Accept": "application/json", **self._auth()}
         data = None
@@ -135,11 +150,15 @@ class KubeClient:
         ) as r:
             raw = await r.read()
             if r.status >= 400:
+                asked = retry_after_seconds(r.status, r.headers.get("Retry-After"))
+                if asked is not None:
+                    self._not_before = max(self._not_before, time.monotonic() + asked)
                 try:
                     st = json.loads(raw)
-                    raise ApiError(r.status, str(st.get("reason", "")), str(st.get("message", "")))
+                    reason, message = str(st.get("reason", "")), str(st.get("message", ""))
                 except (ValueError, AttributeError):
-                    raise ApiError(r.status, "", raw[:500].decode("utf-8", "replace")) from None
+                    reason, message = "", raw[:500].decode("utf-8", "replace")
+                raise ApiError(r.status, reason, message, asked)
             result: dict[str, Any] = json.loads(raw) if raw else {}
             return result
 

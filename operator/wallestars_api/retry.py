@@ -64,3 +64,23 @@ def decide(
         return Decision(False, reason="RetriesExhausted")
     r = random.random() if rand is None else rand  # noqa: S311 (jitter, not secrecy)
     return Decision(True, policy.backoff(failed_attempt, r))
+
+
+# The longest an API server's Retry-After is obeyed for: a bad header must not stall us.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def retry_after_seconds(status: int, header: str | None) -> float | None:
+    """How long the API server asked us to wait: for 429 (API Priority and Fairness, or
+    max-requests-inflight) and 503 (a server starting or stopping) only, from the
+    Retry-After header in seconds (capped); a 429 without one means 1 s, as client-go
+    reads it. None: the answer asks for no wait."""
+    if status not in (429, 503):
+        return None
+    try:
+        seconds = float(header) if header is not None else (1.0 if status == 429 else None)
+    except ValueError:  # an HTTP-date, which the API server never sends: a short wait
+        seconds = 1.0
+    if seconds is None:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

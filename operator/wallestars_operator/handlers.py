@@ -64,7 +64,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     bucket = TokenBucket(s.api_qps, s.api_burst)
     # As many connections as writes may be in flight (Reconciler.sem): each pooled TLS
     # connection keeps its own read buffers.
-    client = KubeClient.from_env(s.kubeconfig, limiter=bucket, connections=32)
+    client = KubeClient.from_env(
+        s.kubeconfig, limiter=bucket, connections=32, obey_retry_after=True
+    )
     _closers.append(client)
     kube = Kube(client)
     events = EventQueue(kube.event)
@@ -116,6 +118,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                 metrics.PASS_SECONDS.observe(took)
             metrics.API_CALLS.set(client.calls)
             metrics.RATE_LIMIT_WAIT.set(bucket.waited)
+            metrics.RETRY_AFTER_WAIT.set(client.held_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(STATE.wake.wait(), timeout=min(s.resync_seconds, 1.0))
             # Gather a burst of events into one pass: wait as long as the last pass took, so

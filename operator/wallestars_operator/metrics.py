@@ -37,6 +37,10 @@ API_CALLS = Gauge(
 EVENTS_DROPPED = Counter(
     "wallestars_operator_events_dropped", "Events not sent because the Event queue was full."
 )
+RETRY_AFTER_WAIT = Gauge(
+    "wallestars_operator_retry_after_wait_seconds",
+    "Total time API calls were held back because the API server answered Retry-After.",
+)
 RATE_LIMIT_WAIT = Gauge(
     "wallestars_operator_rate_limit_wait_seconds",
     "Total time API calls waited for the client-side rate limit.",

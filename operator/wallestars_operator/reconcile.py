@@ -170,6 +170,8 @@ class Reconciler:
                 except Exception as e:
                     n = self.backoff.get(key, (0, 0.0))[0] + 1
                     delay = write_backoff(n, random.random())  # noqa: S311 (jitter)
+                    if isinstance(e, ApiError) and e.retry_after is not None:
+                        delay = max(delay, e.retry_after)  # the server's own word wins
                     self.backoff[key] = (n, time.monotonic() + delay)
                     if isinstance(e, ApiError | TimeoutError | OSError | aiohttp.ClientError):
                         log.warning("%s/%s: %s; decided again in %.1fs", *key, e, delay)

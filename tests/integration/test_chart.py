@@ -242,11 +242,13 @@ def test_every_rendered_manifest_is_valid_for_the_api_server(
                        "--set", "networkPolicies.browserNamespaces={chart-tasks}",
                        "--set", "networkPolicies.callbackNamespaces={functions}",
                        "--set-string", "networkPolicies.metricsFromNamespaceLabels.monitoring=true",
-                       "--set", "artifacts.persistence.storageClassName=standard")  # fmt: skip
+                       "--set", "artifacts.persistence.storageClassName=standard",
+                       "--set", "apiPriority.enabled=true")  # fmt: skip
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "NetworkPolicy", "ClusterRole", "PersistentVolumeClaim",
-            "ConfigMap", "Secret", "ValidatingAdmissionPolicy", "Pod"} <= kinds  # fmt: skip
+            "ConfigMap", "Secret", "ValidatingAdmissionPolicy", "Pod", "FlowSchema",
+            "PriorityLevelConfiguration"} <= kinds  # fmt: skip
     manifest = Path(k.kubeconfig).parent / "rendered.yaml"
     manifest.write_text(yaml.safe_dump_all(docs))
     res = admin.run(

@@ -26,7 +26,7 @@ from wallestars_api import taskmetrics
 ALL_ON = [
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
     "--set", "metrics.prometheusRule.enabled=true", "--set", "networkPolicies.browserNamespaces={team-a,team-b}",
-    "--set", "networkPolicies.callbackNamespaces={functions}",
+    "--set", "networkPolicies.callbackNamespaces={functions}", "--set", "apiPriority.enabled=true",
 ]  # fmt: skip
 
 
@@ -488,3 +488,21 @@ def test_monitoring_objects_decode_strictly_into_prometheus_operator_types() -> 
     out = subprocess.run([str(check)], input=yaml.safe_dump_all(bad), capture_output=True,
                          text=True, timeout=30, check=False)  # fmt: skip
     assert out.returncode == 1 and "endpointz" in out.stderr
+
+
+def test_api_priority_objects_take_our_service_accounts_only_when_asked() -> None:
+    assert not of_kind(rendered(), "FlowSchema")
+    assert not of_kind(rendered(), "PriorityLevelConfiguration")
+    docs = rendered("--set", "apiPriority.enabled=true")
+    (fs,) = of_kind(docs, "FlowSchema")
+    (pl,) = of_kind(docs, "PriorityLevelConfiguration")
+    assert fs["spec"]["priorityLevelConfiguration"]["name"] == pl["metadata"]["name"]
+    # Ahead of the built-in service-accounts (9000) and global-default (9900) schemas.
+    assert fs["spec"]["matchingPrecedence"] < 9000
+    subjects = {(s["serviceAccount"]["namespace"], s["serviceAccount"]["name"])
+                for s in fs["spec"]["rules"][0]["subjects"]}  # fmt: skip
+    sas = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in of_kind(docs, "ServiceAccount")
+    }
+    assert subjects == sas and len(sas) == 2, (subjects, sas)
+    assert pl["spec"]["limited"]["nominalConcurrencyShares"] == 30

@@ -11,6 +11,7 @@ refusal plus the backoff.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
@@ -144,3 +145,48 @@ def test_operator_outlives_cut_discovery_answers(
     finally:
         op.stop()
         proxy.stop()
+
+
+def test_operator_waits_out_the_api_servers_retry_after(
+    cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    function_url: str,
+    kubectl: Kubectl,
+    tmp_path: Path,
+) -> None:
+    """Every write answered 429 with Retry-After: 3 s (as API Priority and Fairness does)
+    for 10 s: the operator holds all its requests for those 3 s after each answer, rather
+    than retrying each task on its own backoff, and its work is done once writes pass."""
+    proxy = faultproxy.start(cluster.server, cluster.pki / "ca.crt", free_port())
+    http_agent(kubectl, function_url, name="fn-ra")
+    op = start_operator(cluster, tmp_path / "op", webhook_service.masters, webhook_service.url,
+                        api_url=proxy.url, WALLESTARS_IDENTITY="retry-after")  # fmt: skip
+    try:
+        wait_for("the operator's first pass",
+                 lambda: op.metric("wallestars_operator_reconcile_pass_duration_seconds_count") >= 1)  # fmt: skip
+        # Our writes only (status patches, Jobs, Events: POST and PATCH; the Lease is a PUT).
+        proxy.set(error=1.0, codes=[429], retry_after=3, only=r"^(POST|PATCH) ")
+        kubectl.apply({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+             "metadata": {"name": f"ra{i}"},
+             "spec": {"agentRef": "fn-ra", "type": "custom", "payload": {"data": {}}}}
+            for i in range(10)]})  # fmt: skip
+        time.sleep(10)
+        refused = [t for t, _, _ in proxy.errors()]
+        proxy.set()
+        wait_for("every task to succeed", lambda: all(
+            (t.get("status") or {}).get("phase") == "Succeeded"
+            for t in kubectl.json("get", "agenttasks")["items"]
+            if t["metadata"]["name"].startswith("ra")), timeout=60)  # fmt: skip
+        held = op.metric("wallestars_operator_retry_after_wait_seconds")
+    finally:
+        op.stop()
+        proxy.stop()
+    # The refused writes come in bursts (what was waiting goes out together), each at
+    # least the 3 s asked for after the one before.
+    bursts = [t for i, t in enumerate(refused) if i == 0 or t - refused[i - 1] > 0.5]
+    gaps = [b - a for a, b in itertools.pairwise(bursts)]
+    assert len(bursts) >= 2, refused
+    assert min(gaps) >= 2.9, gaps
+    assert len(refused) <= 10 * len(bursts) + 10, (len(refused), len(bursts))
+    assert held > 0

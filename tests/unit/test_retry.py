@@ -44,3 +44,16 @@ def test_jitter_stays_within_bounds(
 def test_from_spec_defaults() -> None:
     assert RetryPolicy.from_spec(None) == RetryPolicy()
     assert RetryPolicy.from_spec({"limit": 0}).limit == 0
+
+
+def test_retry_after_is_read_for_429_and_503_only() -> None:
+    from wallestars_api.retry import retry_after_seconds
+
+    assert retry_after_seconds(429, "5") == 5
+    assert retry_after_seconds(503, "2") == 2
+    assert retry_after_seconds(429, None) == 1  # client-go's reading of a bare 429
+    assert retry_after_seconds(503, None) is None
+    assert retry_after_seconds(500, "5") is None  # a 500 asks for no wait
+    assert retry_after_seconds(429, "86400") == 60  # capped
+    assert retry_after_seconds(429, "Wed, 21 Oct 2026 07:28:00 GMT") == 1
+    assert retry_after_seconds(429, "-3") == 0

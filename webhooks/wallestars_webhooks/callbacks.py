@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -196,11 +197,13 @@ class CallbackHandler:
                             410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
                         ), "unknown-task"
                     if code in (429, 500, 503, 504):
+                        # The API server's own Retry-After, passed on (2 s at least).
+                        wait = max(2, math.ceil(e.retry_after or 0))
                         return error(
                             503,
                             "api-unavailable",
                             "the Kubernetes API server is busy; try again",
-                            **{"Retry-After": "2"},
+                            **{"Retry-After": str(wait)},
                         ), "api-unavailable"
                     if code == 422:
                         return error(
