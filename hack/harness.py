@@ -309,8 +309,23 @@ def start_operator(
     api_url: str | None = None,
     **env: str,
 ) -> OperatorProcess:
-    """The operator as a process, under the chart's RBAC for it (a bound SA token).
-    ``api_url``: reach the API server there instead (hack/faultproxy.py), plain http."""
+    """The operator as a process, under the chart's RBAC for it (a bound SA token), once
+    it is live. ``api_url``: reach the API server there instead (hack/faultproxy.py),
+    plain http."""
+    op, up = launch_operator(cluster, tmp, masters, callback_base, api_url, **env)
+    wait_for("the operator to be live", up, timeout=60)
+    return op
+
+
+def launch_operator(
+    cluster: localcluster.Cluster,
+    tmp: Path,
+    masters: list[bytes],
+    callback_base: str,
+    api_url: str | None = None,
+    **env: str,
+) -> tuple[OperatorProcess, Callable[[], bool]]:
+    """start_operator without the wait: the process, and a check of its liveness."""
     tmp.mkdir(parents=True, exist_ok=True)
     install_chart_rbac(cluster)
     kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", SYSTEM_NS, "wallestars-operator")
@@ -358,8 +373,7 @@ def start_operator(
         except OSError:
             return False
 
-    wait_for("the operator to be live", up, timeout=60)
-    return op
+    return op, up
 
 
 # --- Agents and AgentTasks for operator tests ------------------------------------------

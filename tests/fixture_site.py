@@ -255,14 +255,17 @@ async def start_site(host: str = "127.0.0.1", canary_url: str = "") -> tuple[Sit
 
 @contextmanager
 def site_in_thread(
-    canary_hosts: tuple[str, ...] = ("127.0.0.2",),
+    canary_hosts: tuple[str, ...] = ("127.0.0.2",), host: str = "127.0.0.1"
 ) -> Iterator[tuple[Site, list[Canary]]]:
-    """The site and canaries on their own event loop in a thread (for synchronous tests)."""
+    """The site (on ``host``) and canaries on their own event loop in a thread (for
+    synchronous tests)."""
     loop = Loop()
 
     async def boot() -> tuple[Site, web.AppRunner, list[Canary]]:
         canaries = [await Canary(h).start() for h in canary_hosts]
-        site, runner = await start_site(canary_url=canaries[0].url + "/sw" if canaries else "")
+        site, runner = await start_site(
+            host, canary_url=canaries[0].url + "/sw" if canaries else ""
+        )
         return site, runner, canaries
 
     site, runner, canaries = loop.run(boot(), 10)

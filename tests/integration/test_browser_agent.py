@@ -1,15 +1,14 @@
-"""The browser agent end to end: operator -> Job -> node stand-in -> `python -m
-wallestars_browser` (real Chromium, real smokescreen) -> signed callbacks and artifacts ->
-webhook service -> AgentTask status. Pages come from the fixture site on loopback, which
-the test Agent's network policy allows by exact address and port."""
+"""The browser agent end to end on the real node: operator -> Job -> a container of the
+browser image (`python -m wallestars_browser`: real Chromium, real smokescreen, confined
+as in production) -> signed callbacks and artifacts -> webhook service -> AgentTask
+status. Pages come from the fixture site on the node's address, which the test Agent's
+network policy allows by exact address and port."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import shutil
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,37 +21,73 @@ from harness import (
     Kubectl,
     OperatorProcess,
     WebhookService,
-    browser_agent,
     download,
+    install_chart_rbac,
     phase_is,
     reader_token,
+    start_operator,
+    start_service,
     wait_for,
 )
 from PIL import Image
+from realnode import images, node
+from realnode.config import NODE_IP
 
 from tests.fixture_site import Canary, Site, site_in_thread
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.requires("chromium"),
-]
+pytestmark = pytest.mark.cluster
+
+
+# The module's own webhook service and operator, on the real node's cluster: the service
+# listens on the node's address, where the agents' containers call back.
+@pytest.fixture(scope="module")
+def webhook_service(
+    real_cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebhookService]:
+    install_chart_rbac(real_cluster)
+    masters = [os.urandom(32)]
+    svc = start_service(real_cluster, tmp_path_factory.mktemp("webhooks"), masters, host=NODE_IP)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    real_cluster: localcluster.Cluster,
+    webhook_service: WebhookService,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    op = start_operator(real_cluster, tmp_path_factory.mktemp("operator"),
+                        webhook_service.masters, webhook_service.url)  # fmt: skip
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def kubectl(real_cluster: localcluster.Cluster, real_namespace: str) -> Kubectl:
+    return Kubectl(real_cluster.kubeconfig, real_namespace)
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[tuple[Site, list[Canary]]]:
-    with site_in_thread() as s:
+    with site_in_thread(canary_hosts=(), host=NODE_IP) as s:
         yield s
 
 
 @pytest.fixture
-def chrome(kubectl: Kubectl, site: tuple[Site, list[Canary]]) -> str:
-    """A browser Agent running the real agent module, allowed to reach the fixture site only."""
-    smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
-    env = [{"name": "WALLESTARS_CHROMIUM", "value": CHROMIUM},
-           {"name": "WALLESTARS_SMOKESCREEN", "value": str(smokescreen)}]  # fmt: skip
-    browser_agent(kubectl, [sys.executable, "-m", "wallestars_browser"], name="chrome", slots=4,
-                  env=env, network={"allowPrivateAddresses": [f"127.0.0.1:{site[0].port}"]})  # fmt: skip
+def chrome(
+    real_cluster: localcluster.Cluster, kubectl: Kubectl, site: tuple[Site, list[Canary]]
+) -> str:
+    """A browser Agent running the browser image's own entry point, allowed to reach the
+    fixture site only."""
+    tag = images.ensure(node.layout_of(real_cluster.dir), ["browser-agent"])["browser-agent"]
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent",
+                   "metadata": {"name": "chrome"},
+                   "spec": {"type": "browser", "concurrency": 4,
+                            "capabilities": ["screenshot", "scrape", "e2e-test", "performance",
+                                             "accessibility"],
+                            "browser": {"image": tag, "imagePullPolicy": "Never",
+                                        "network": {"allowPrivateAddresses": [f"{NODE_IP}:{site[0].port}"]}}}})  # fmt: skip
     return "chrome"
 
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import helmlocal
 import localcluster
 import pytest
-from harness import Kubectl, run_pod_to_end
+import yaml
+from harness import REPO, Kubectl, run_pod_to_end
 from realnode import images, node
+from realnode.config import NODE_IP
 from wallestars_operator.manifests import AGENT_UID, AttemptConfig, browser_job
 
 from tests.conftest import make_namespace
+from tests.egress_suite import Report, unreported
+from tests.fixture_site import Canary
+from tests.servers import Loop
 
 pytestmark = pytest.mark.cluster
 
@@ -65,7 +72,10 @@ def agent_pod(image: str, namespace: str, name: str) -> dict[str, Any]:
     container["imagePullPolicy"] = "Never"
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "key"]
     spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "key"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    # The Job's labels too: the chart's browser NetworkPolicy selects pods by them.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": spec}  # fmt: skip
 
 
 def probe(k: Kubectl, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -151,3 +161,82 @@ def test_the_images_self_test_passes_in_its_container(
     phase, logs = run_pod_to_end(k, pod, timeout=180)
     assert phase == "Succeeded", logs
     assert "ok   metadata address refused" in logs
+
+
+# The suite's modules, mounted into the pod as a package (tests/egress_suite.py).
+SUITE = ("__init__.py", "servers.py", "fixture_site.py", "fake_dns.py", "egress_suite.py")
+
+
+def browser_policy(namespace: str, allowed: tuple[str, int]) -> dict[str, Any]:
+    """The chart's NetworkPolicy for browser pods in ``namespace``, rendered by helm, with
+    one more place they may reach (networkPolicies.browserEgress)."""
+    rule = {"to": [{"ipBlock": {"cidr": f"{allowed[0]}/32"}}],
+            "ports": [{"port": allowed[1], "protocol": "TCP"}]}  # fmt: skip
+    values = {"networkPolicies": {"browserNamespaces": [namespace], "browserEgress": [rule]}}
+    out = subprocess.run([str(helmlocal.helm_bin()), "template", "wallestars", str(helmlocal.CHART),
+                          "-n", "wallestars-system", "--show-only", "templates/networkpolicies.yaml",
+                          "--set-json", f"networkPolicies={json.dumps(values['networkPolicies'])}"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
+    (policy,) = [d for d in yaml.safe_load_all(out)
+                 if d and d["metadata"].get("namespace") == namespace]  # fmt: skip
+    return dict(policy)
+
+
+def test_the_hostile_address_suite_passes_inside_the_browser_container(
+    real_cluster: localcluster.Cluster, real_namespace: str, browser_image: str
+) -> None:
+    """tests/egress_suite.py in a pod of the browser image, confined as the operator's Job
+    pod is and selected by the chart's browser NetworkPolicy: every hostile URL and page
+    trick (at canaries on the pod's loopback, as on the host) and URLs at canaries on the
+    node's address is refused by the egress proxy and reaches nothing. Behind it, the
+    policy: a plain connection to the node's address is stopped, beside a control to the
+    one address and port the policy allows, which connects."""
+    k = Kubectl(real_cluster.kubeconfig, real_namespace)
+    loop = Loop()
+    try:
+        allowed = loop.run(Canary(NODE_IP).start())  # the policy allows it; the proxy not
+        node_canary = loop.run(Canary(NODE_IP).start())  # neither allows it
+        k.apply(browser_policy(real_namespace, (NODE_IP, allowed.port)))
+        k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "egress-suite"},
+                 "data": {f: (REPO / "tests" / f).read_text() for f in SUITE}})  # fmt: skip
+        outside = {
+            "node-allowed-by-policy": allowed.url,
+            "node-other-port": node_canary.url,
+            "dns-node": f"http://node.test:{node_canary.port}",
+        }
+        pod = agent_pod(browser_image, real_namespace, "egress-suite")
+        spec, c = pod["spec"], container(pod)
+        c["command"] = ["python", "-m", "tests.egress_suite",
+                        "--outside", json.dumps(outside),
+                        "--names", json.dumps({"node.test": [[NODE_IP]]}),
+                        "--raw", json.dumps([f"{NODE_IP}:{allowed.port}",
+                                             f"{NODE_IP}:{node_canary.port}"])]  # fmt: skip
+        c["env"] = [
+            *c.get("env", []),
+            {"name": "PYTHONPATH", "value": "/opt/suite:/opt/wallestars"},
+        ]
+        c["volumeMounts"].append(
+            {"name": "suite", "mountPath": "/opt/suite/tests", "readOnly": True}
+        )
+        spec["volumes"].append({"name": "suite", "configMap": {"name": "egress-suite"}})
+        phase, logs = run_pod_to_end(k, pod, timeout=300)
+        assert phase == "Succeeded", logs[-3000:]
+        report = Report.from_json(logs.strip().splitlines()[-1])
+    finally:
+        loop.stop()
+    assert len(report.direct) + len(report.tricks) >= 63
+    assert report.hits == {}, f"a canary in the pod was reached: {report.hits}"
+    missing = unreported(report)
+    assert missing == [], (
+        f"not reported as blocked: {missing}\nblocked: {report.blocked_urls}\n"
+        f"denied: {report.denied_hosts}"
+    )
+    assert report.steps["site-still-reachable"]["status"] == "passed", report.steps
+    # The browser reached neither node canary; the plain connections show the walls: the
+    # policy's allowed address connects (so the proxy alone stopped the browser there),
+    # the other, where a canary listens, is stopped by the NetworkPolicy (kube-router
+    # rejects it: refused, or dropped: a timeout) and never arrives.
+    assert report.extra[f"{NODE_IP}:{allowed.port}"] == "connected", report.extra
+    assert report.extra[f"{NODE_IP}:{node_canary.port}"] in ("ConnectionRefusedError", "timeout")
+    assert allowed.hits == [b"<connect>"], allowed.hits  # the plain connection, no request
+    assert node_canary.hits == [], node_canary.hits

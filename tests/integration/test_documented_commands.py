@@ -50,6 +50,12 @@ CHECKS: list[tuple[str, Check]] = [
         r"\.venv/bin/python bench/operator_jobs\.py",
         Check("smoke", "--phases writes --audit-tasks 3"),
     ),
+    (
+        r"\.venv/bin/python bench/browser_pods\.py",
+        Check(
+            "smoke", "--phases coldwarm,latency --warm-tasks 1 --latency-tasks 2 --latency-rate 2"
+        ),
+    ),
     (r"\.venv/bin/python bench/browser_tasks\.py", Check("smoke", "--runs 1 --types screenshot")),
     (r"\.venv/bin/python bench/status_patch_cel\.py", Check("smoke", "--rounds 1 --patches 50")),
     (r"make (demo|test|up|down|unit|integration)\b", Check("make")),
