@@ -200,15 +200,21 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 def start_service(
     cluster: localcluster.Cluster, tmp: Path, masters: list[bytes], host: str = "127.0.0.1",
-    **env: str,
+    port: int = 0, api_url: str = "", **env: str,
 ) -> WebhookService:  # fmt: skip
     """The webhook service as a process on ``host`` (the real node's address for its
-    pods to call back to), under the chart's RBAC for it."""
+    pods to call back to), under the chart's RBAC for it. ``port``: this one (a restart
+    keeps the callback URL), else a free one; ``api_url``: reach the API server there
+    (hack/faultproxy.py), plain http."""
     tmp.mkdir(parents=True, exist_ok=True)
     keys = tmp / "master-keys"
     keys.write_text("\n".join(encode_key(m) for m in masters) + "\n")
     kubeconfig = token_kubeconfig(cluster, tmp / "kubeconfig", SYSTEM_NS, "wallestars-webhooks")
-    port = free_port()
+    if api_url:
+        cfg = json.loads(kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"] = {"server": api_url}
+        kubeconfig.write_text(json.dumps(cfg))
+    port = port or free_port()
     full_env = {
         **os.environ,
         "WALLESTARS_HOST": host,
@@ -223,7 +229,7 @@ def start_service(
     proc = subprocess.Popen(
         [sys.executable, "-m", "wallestars_webhooks"],
         env=full_env,
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),  # a restart in the same place goes on with the same log
         stderr=subprocess.STDOUT,
     )
     svc = WebhookService(f"http://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env)

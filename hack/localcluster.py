@@ -91,6 +91,7 @@ class State:
     ports: Ports
     pids: dict[str, int] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    argv: dict[str, list[str]] = field(default_factory=dict)  # to start one again
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -102,7 +103,10 @@ class State:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         return cls(
-            ports=Ports(**raw["ports"]), pids=dict(raw["pids"]), host=raw.get("host", "127.0.0.1")
+            ports=Ports(**raw["ports"]),
+            pids=dict(raw["pids"]),
+            host=raw.get("host", "127.0.0.1"),
+            argv=dict(raw.get("argv", {})),
         )
 
 
@@ -360,13 +364,15 @@ def up(
     dir: Path = DEFAULT_DIR,
     ports: Ports | None = None,
     node: bool = True,
-    audit: bool = False,
+    audit: bool | str = False,
     node_args: tuple[str, ...] = (),
     profiling: bool = False,
     real_node: bool = False,
 ) -> Cluster:
     """Start a fresh control plane in ``dir`` (stopping any left there before), with the
-    node stand-in (``node``) or a real node (``real_node``: kubelet, containerd, CNI)."""
+    node stand-in (``node``) or a real node (``real_node``: kubelet, containerd, CNI).
+    ``audit``: an audit log of API writes; ``"status-bodies"``: with the bodies of
+    AgentTask status writes too."""
     dir = dir.resolve()
     down(dir)  # whatever a crashed run left behind in this dir goes first
     ports = ports or Ports()
@@ -392,6 +398,7 @@ def up(
 
     def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         state.pids[name] = _start(cluster, name, argv, env)
+        state.argv[name] = argv
         state.save(state_file)
         return state.pids[name]
 
@@ -443,7 +450,10 @@ def up(
             api.append("--endpoint-reconciler-type=none")
         if audit:
             policy = dir / "audit-policy.yaml"
-            policy.write_text(AUDIT_POLICY)
+            text = AUDIT_POLICY
+            if audit == "status-bodies":
+                text = text.replace("rules:\n", "rules:\n" + AUDIT_STATUS_BODIES)
+            policy.write_text(text)
             api += [
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={cluster.logs / 'audit.log'}",
@@ -616,6 +626,33 @@ def down(dir: Path = DEFAULT_DIR) -> None:
     state_file.unlink()
 
 
+def restart_apiserver(cluster: Cluster, kill: bool = True) -> float:
+    """Stop the API server (SIGKILL, or SIGTERM with ``kill=False``) and start it again
+    with the same flags, as a crash or a control-plane upgrade would; seconds until it
+    is ready again."""
+    state_file = cluster.dir / "state.json"
+    state = State.load(state_file)
+    assert state is not None and "kube-apiserver" in state.argv, "no API server to restart"
+    t0 = time.monotonic()
+    pid = state.pids["kube-apiserver"]
+    if kill:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    _stop_pid(pid, grace=10.0)
+    # A killed Go process's leader shows as a zombie while its other threads still hold
+    # the listening socket: wait until the port is free.
+    deadline = time.monotonic() + 10
+    while _port_open(state.ports.apiserver, state.host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state.pids["kube-apiserver"] = _start(cluster, "kube-apiserver", state.argv["kube-apiserver"])
+    state.save(state_file)
+    ctx = ssl.create_default_context(cafile=str(cluster.pki / "ca.crt"))
+    ctx.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
+    _wait("kube-apiserver", lambda: _get(f"{cluster.server}/readyz", ctx) == 200, 60, cluster,
+          "kube-apiserver", state.pids["kube-apiserver"])  # fmt: skip
+    return time.monotonic() - t0
+
+
 def status(dir: Path = DEFAULT_DIR) -> dict[str, bool]:
     state = State.load(dir.resolve() / "state.json")
     if state is None:
@@ -629,10 +666,20 @@ AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
+omitManagedFields: true
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
   - level: None
+"""
+# AgentTask status writes with the stored object: every phase each task went through,
+# from every writer (bench/soak.py counts terminal transitions from it).
+AUDIT_STATUS_BODIES = """\
+  - level: RequestResponse
+    verbs: ["update", "patch"]
+    resources:
+      - group: agents.wallestars.io
+        resources: ["agenttasks/status"]
 """
 
 

@@ -4,22 +4,32 @@ POST / receives the operator's invocation, answers 202 at once, then reports thr
 the SDK like a real function would. What it does is steered by the task's
 payload.data.behaviour: succeed (default), fail-once (fail attempt 1, then succeed),
 fail (always), silent (never call back), refuse (answer 500 to the invocation),
-slow (call back success after 8 s). GET /invocations/<task uid> says how many times
-the task was invoked; GET /invoked-at/<task uid> when (epoch seconds, each time).
+slow (call back success after 8 s), duplicate (the success sent twice, the same signed
+message: a network or SDK retry), reorder (the success, then a progress callback that
+arrives after it). GET /invocations/<task uid> says how many times the task was
+invoked; GET /invoked-at/<task uid> when (epoch seconds, each time); GET /delivered
+which attempts' final results the webhook service acknowledged (2xx), by task uid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from wallestars_sdk import AgentClient, AgentConfig
+from wallestars_sdk.client import CallbackRejected
 from wallestars_sdk.keys import decode_key
+from wallestars_sdk.protocol import CallbackStatus, Results
+
+DELIVERED: dict[str, list[int]] = {}  # task uid -> attempts whose final result got a 2xx
 
 
 async def report(inv: dict[str, Any]) -> None:
@@ -37,7 +47,20 @@ async def report(inv: dict[str, Any]) -> None:
         if behaviour == "fail" or (behaviour == "fail-once" and inv["attempt"] == 1):
             await agent.fail("Flaky", f"attempt {inv['attempt']} failed on purpose")
             return
-        await agent.succeed({"attempt": inv["attempt"], "type": inv["type"]})
+        data = {"attempt": inv["attempt"], "type": inv["type"]}
+        if behaviour == "duplicate":
+            body = agent.body(CallbackStatus.SUCCESS, progress=100, results=Results(data=data))
+            wid = "msg_" + secrets.token_hex(16)
+            await agent.send(body, wid)
+            DELIVERED.setdefault(inv["task"]["uid"], []).append(inv["attempt"])
+            await agent.send(body, wid)  # the same message again: acknowledged, applied once
+            return
+        await agent.succeed(data)
+        DELIVERED.setdefault(inv["task"]["uid"], []).append(inv["attempt"])
+        if behaviour == "reorder":
+            # A progress that lost the race with the final result: refused, changes nothing.
+            with contextlib.suppress(CallbackRejected, aiohttp.ClientError, TimeoutError):
+                await agent.progress(50)
 
 
 async def invoke(request: web.Request) -> web.Response:
@@ -57,6 +80,10 @@ async def invocations(request: web.Request) -> web.Response:
     return web.json_response(request.app["invocations"].get(request.match_info["uid"], 0))
 
 
+async def delivered(request: web.Request) -> web.Response:
+    return web.json_response(DELIVERED)
+
+
 async def invoked_at(request: web.Request) -> web.Response:
     return web.json_response(request.app["times"].get(request.match_info["uid"], []))
 
@@ -69,6 +96,7 @@ def main() -> None:
     app.router.add_post("/", invoke)
     app.router.add_get("/invocations/{uid}", invocations)
     app.router.add_get("/invoked-at/{uid}", invoked_at)
+    app.router.add_get("/delivered", delivered)
     # argv: PORT [HOST] (the real node's address, for the operator's pods to reach it).
     host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
     web.run_app(app, host=host, port=int(sys.argv[1]), print=None)

@@ -747,11 +747,6 @@ async def test_artifacts_in_s3_compatible_storage(
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    aws = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     try:
         endpoint = f"http://127.0.0.1:{port}"
         s3 = boto3.client(
@@ -764,7 +759,8 @@ async def test_artifacts_in_s3_compatible_storage(
         s3.create_bucket(Bucket="artifacts")
         svc = start_service(
             cluster, tmp_path / "s3svc", webhook_service.masters, WALLESTARS_ARTIFACT_STORE="s3",
-            WALLESTARS_S3_BUCKET="artifacts", WALLESTARS_S3_ENDPOINT_URL=endpoint, **aws,
+            WALLESTARS_S3_BUCKET="artifacts", WALLESTARS_S3_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1",
         )  # fmt: skip
         try:
             ns = kubectl.namespace or ""
