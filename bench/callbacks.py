@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import localcluster
 from harness import REPO, Kubectl, WebhookService, install_api, start_service
+from wallestars_sdk import AgentClient, AgentConfig
 from wallestars_sdk.signing import sign_headers
 
 from bench.load import pct
@@ -116,6 +117,9 @@ async def open_loop(
             pending.append(asyncio.create_task(send(i, at)))
         await asyncio.gather(*pending)
     ok = [r for r in results if r[0] == 200]
+    codes: dict[str, int] = {}
+    for r in results:
+        codes[str(r[0])] = codes.get(str(r[0]), 0) + 1
     lat = [r[1] * 1000 for r in ok]
     api = [r[2] for r in ok]
     app = [r[3] for r in ok]
@@ -123,7 +127,7 @@ async def open_loop(
         "sent": n, "ok": len(ok), "errors": n - len(ok),
         "latency_p50_ms": pct(lat, 50), "latency_p99_ms": pct(lat, 99),
         "api_p50_ms": pct(api, 50), "api_p99_ms": pct(api, 99),
-        "app_p50_ms": pct(app, 50), "app_p99_ms": pct(app, 99),
+        "app_p50_ms": pct(app, 50), "app_p99_ms": pct(app, 99), "codes": codes,
     }  # fmt: skip
 
 
@@ -164,6 +168,47 @@ def forged(svc: WebhookService, ns: str, task: tuple[str, str], seconds: int) ->
             "status_401": svc.metric("wallestars_callbacks_total", verdict="bad-signature")}  # fmt: skip
 
 
+async def overload(
+    svc: WebhookService, ns: str, load: list[tuple[str, str]], finals: list[tuple[str, str]],
+    rate: float, seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """``rate`` callbacks/s for ``seconds``, open loop: progress reports for ``load``
+    tasks, and among them, spread evenly, one final result for each of ``finals`` sent
+    by the SDK as an agent would (retried to the attempt's deadline, never sooner than
+    Retry-After). Every final must be delivered; how long each took."""
+    n_final = len(finals)
+    progress_rate = rate - n_final / seconds
+    delivered: list[float] = []
+    lost: list[str] = []
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as session:
+
+        async def final(i: int, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            name, uid = finals[i]
+            cfg = AgentConfig(callback_url=svc.callback_url(uid, 1), task_uid=uid, task_namespace=ns,
+                              task_name=name, attempt=1, key_file=Path("/unused"), timeout_seconds=300)  # fmt: skip
+            agent = AgentClient(cfg, svc.key(uid, 1), session=session)
+            try:
+                await agent.succeed({"final": i})
+                delivered.append(time.perf_counter() - at)
+            except Exception as e:  # a lost result: what the benchmark must never see
+                lost.append(f"{name}: {e!r}"[:200])
+
+        t0 = time.perf_counter() + 0.5
+        finals_done = asyncio.gather(
+            *(final(i, t0 + i * seconds / n_final) for i in range(n_final))
+        )
+        progress = await open_loop(svc, ns, load, progress_rate, seconds, 99)
+        await finals_done
+    codes = progress.pop("codes", {})
+    return {"rate": rate, "seconds": seconds, "finals": n_final, "delivered": len(delivered),
+            "lost": len(lost), "lost_examples": lost[:3],
+            "delivery_ms": {f"p{p}": round(pct([d * 1000 for d in delivered], p)) for p in (50, 90, 99)}
+            | {"max": round(max(delivered, default=0) * 1000)},
+            "progress": {"sent": progress["sent"], "ok": progress["ok"], "answers": codes}}  # fmt: skip
+
+
 def api_calls(svc: WebhookService) -> float:
     return sum(
         svc.metric("wallestars_webhook_api_request_duration_seconds_count", operation=op)
@@ -181,6 +226,13 @@ def main() -> None:
     p.add_argument(
         "--pprof", type=Path, help="write a 15 s CPU profile of the API server under load here"
     )
+    p.add_argument(
+        "--overload",
+        action="store_true",
+        help="instead: --rate callbacks/s (twice capacity: 280) for --seconds, with "
+        "--finals final results among them sent by the SDK; none may be lost",
+    )
+    p.add_argument("--finals", type=int, default=1200)
     a = p.parse_args()
     state = REPO / ".cluster" / "bench"
     cluster = localcluster.up(
@@ -194,6 +246,18 @@ def main() -> None:
         tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)
         svc = start_service(cluster, Path(tempfile.mkdtemp()), [os.urandom(32)])
         try:
+            if a.overload:
+                names = {t[0] for t in tasks}
+                finals = [t for t in make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks + a.finals)
+                          if t[0] not in names]  # fmt: skip
+                res = asyncio.run(overload(svc, ns, tasks, finals, a.rate, a.seconds))
+                got = Kubectl(cluster.kubeconfig, ns).json("get", "agenttasks")["items"]
+                final_names = {t[0] for t in finals}
+                res["finals_succeeded_in_status"] = sum(
+                    1 for o in got if o["metadata"]["name"] in final_names
+                    and (o.get("status") or {}).get("phase") == "Succeeded")  # fmt: skip
+                print(json.dumps({"overload": res}))
+                return
             runs = []
             if a.pprof:
                 profiler = subprocess.Popen(

@@ -119,10 +119,10 @@ class Run:
 
 async def run_tasks(
     kubeconfig: Path, ns: str, bodies: list[dict[str, Any]], rate: float | None = None,
-    limit: float = 3600, watch_jobs: bool = False,
+    limit: float = 3600, watch_jobs: bool = False, create_in_flight: int = 8,
 ) -> Run:  # fmt: skip
     """Create the tasks, watching them (and their Jobs), until every one Succeeded."""
-    client = KubeClient.from_env(kubeconfig, connections=16)
+    client = KubeClient.from_env(kubeconfig, connections=max(16, create_in_flight))
     run = Run(PhaseWatch(), PhaseWatch(), {}, 0.0)
     watchers = [asyncio.create_task(run.tasks.run(client, ns))]
     if watch_jobs:
@@ -130,7 +130,9 @@ async def run_tasks(
     try:
         await asyncio.sleep(0.5)
         run.t0 = time.time()
-        run.created = await create_tasks(client, ns, bodies, rate=rate)
+        run.created = await create_tasks(
+            client, ns, bodies, rate=rate, concurrency=create_in_flight
+        )
         deadline = time.time() + limit
         # Only these tasks count: the namespace may hold others (bench/operator_http.py's
         # expiry phase keeps 2,000 finished ones there).

@@ -15,6 +15,10 @@ at once) and the operator, then:
   201) to first seen dispatched (a watch in this process), p50/p99.
 - memory: ``--memory-tasks`` tasks run to Succeeded and kept; the operator's resident
   memory (now and peak) with all of them in its caches.
+- ceiling: the API server's raw capacity for the writes a task needs (``--raw-tasks``
+  creates plus their status merge patches, a plain aiohttp client, the operator
+  stopped), then ``--tasks`` end to end on the same control plane: tasks/min as a
+  fraction of (raw writes/s / writes per task).
 - expiry: ``--expire-tasks`` finished tasks whose ttlSecondsAfterFinished all fall due
   at one instant (their completionTime set alike), while new tasks are offered at
   ``--rate``/s from 10 s before that instant for ``--seconds``: created -> dispatched
@@ -29,6 +33,8 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,9 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
 from harness import REPO, Kubectl, audit_events, free_port, http_agent, scrape
+from wallestars_api.kubeclient import MERGE_PATCH, KubeClient
 
 from bench.load import (
     CREATE_LATENCY,
+    TASKS,
     CpuMeter,
     Env,
     bench_environment,
@@ -252,8 +260,76 @@ def count_writes(cluster: localcluster.Cluster, prefix: str) -> dict[str, object
     }
 
 
+# The status writes a task needs (bench/RESULTS.md, writes phase: 1 create + 2 status
+# patches, the operator's Dispatched and the webhook service's Succeeded), as they write
+# them: merge patches guarded by the resourceVersion they read.
+RAW_STATUSES = (
+    {"phase": "Dispatched", "attempt": 1, "message": "invoked the function", "startTime": "2026-01-01T00:00:00Z"},
+    {"phase": "Succeeded", "progress": 100, "message": "done", "completionTime": "2026-01-01T00:00:01Z",
+     "result": {"data": {"attempt": 1, "type": "custom"}}},
+)  # fmt: skip
+
+
+async def raw_writes(kubeconfig: Path, ns: str, n: int, in_flight: int) -> dict[str, float]:
+    """The API server's own capacity for a task's writes, from a plain aiohttp client and
+    no operator: ``n`` AgentTask creates, each followed by its status patches, with
+    ``in_flight`` tasks' writes under way at once."""
+    client = KubeClient.from_env(kubeconfig, connections=in_flight)
+    path = TASKS.format(ns=ns)
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with sem:
+            obj = await client.request("POST", path, task_body(f"raw{i}", "fn"))
+            for st in RAW_STATUSES:
+                body = {
+                    "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    "status": st,
+                }
+                obj = await client.request("PATCH", f"{path}/raw{i}/status", body, MERGE_PATCH)
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await client.close()
+    took = time.perf_counter() - t0
+    writes = n * (1 + len(RAW_STATUSES))
+    return {"tasks": n, "writes": writes, "seconds": round(took, 1),
+            "writes_per_second": round(writes / took, 1)}  # fmt: skip
+
+
+def phase_ceiling(a: argparse.Namespace) -> dict[str, Any]:
+    """Our end-to-end rate as a fraction of the machine's own ceiling, in one run on one
+    control plane: first the raw writes (the operator stopped with SIGSTOP, so it neither
+    sees nor competes with them; the raw tasks deleted before it goes on), then the
+    throughput phase's run."""
+    with environment(a) as env:
+        admin = Kubectl(env.cluster.kubeconfig)
+        admin("create", "namespace", "raw")
+        os.kill(env.op.proc.pid, signal.SIGSTOP)
+        try:
+            raw = asyncio.run(
+                raw_writes(env.cluster.kubeconfig, "raw", a.raw_tasks, a.create_in_flight)
+            )
+            admin("delete", "namespace", "raw", "--wait=true", "--timeout=300s")
+        finally:
+            os.kill(env.op.proc.pid, signal.SIGCONT)
+        time.sleep(2.0)
+        run = asyncio.run(run_tasks(env.cluster.kubeconfig, NS, bodies("t", a.tasks),
+                                    create_in_flight=a.create_in_flight))  # fmt: skip
+        done = max(run.tasks.first(n, ("Succeeded",)) or 0.0 for n in run.created)
+        per_minute = a.tasks / (done - run.t0) * 60
+        ceiling = raw["writes_per_second"] / (1 + len(RAW_STATUSES)) * 60
+        return {"raw": raw, "ceiling_tasks_per_minute": round(ceiling),
+                "tasks": a.tasks, "per_minute": round(per_minute),
+                "create_seconds": round(max(run.created.values()) - run.t0, 1),
+                "fraction_of_ceiling": round(per_minute / ceiling, 3)}  # fmt: skip
+
+
 PHASES = {"writes": phase_writes, "throughput": phase_throughput,
-          "latency": phase_latency, "memory": phase_memory, "expiry": phase_expiry}  # fmt: skip
+          "latency": phase_latency, "memory": phase_memory, "expiry": phase_expiry,
+          "ceiling": phase_ceiling}  # fmt: skip
 
 
 def main() -> None:
@@ -274,6 +350,9 @@ def main() -> None:
         "--qps", type=float, default=50, help="the operator's client-side API rate limit"
     )
     p.add_argument("--burst", type=int, default=100)
+    p.add_argument("--raw-tasks", type=int, default=3000, help="ceiling phase: raw tasks")
+    p.add_argument("--create-in-flight", type=int, default=8,
+                   help="ceiling phase: the benchmark's requests in flight, raw and end to end")  # fmt: skip
     p.add_argument(
         "--profile", help="latency phase: py-spy the operator into this file (.svg or .txt)"
     )

@@ -47,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import aiohttp
 import faultproxy
 import localcluster
 from harness import (
@@ -181,8 +182,8 @@ async def create(kubeconfig: Path, items: list[dict[str, Any]], rate: float) -> 
             except ApiError as e:
                 if e.code == 409:
                     return
-            except (OSError, TimeoutError):
-                pass
+            except (OSError, TimeoutError, aiohttp.ClientError):
+                pass  # the API server restarting: send it again
             await asyncio.sleep(0.5)
 
     try:

@@ -58,8 +58,9 @@ class AgentConfig(BaseSettings):
     attempt: int
     agent_id: str = "agent"
     key_file: Path = Path("/var/run/wallestars/key/key")
-    send_attempts: int = 6
+    send_attempts: int = 6  # progress callbacks; a final result is retried to the deadline
     request_timeout_seconds: float = 30.0
+    timeout_seconds: float = 300.0  # the attempt's deadline, from when this client started
 
 
 class CallbackRejected(Exception):
@@ -164,24 +165,39 @@ class AgentClient:
             results = _results(data, artifacts, logs, metrics)
         return await self.send(self.body(CallbackStatus.FAILURE, error=err, results=results))
 
+    def deadline(self) -> float:
+        """When the attempt's time is up (monotonic), a second early."""
+        return self.started + self.config.timeout_seconds - 1.0
+
     async def send(self, body: CallbackBody, webhook_id: str | None = None) -> CallbackResponse:
-        """POST one callback: signed, retried with backoff, acknowledged or raised."""
+        """POST one callback: signed, retried with backoff, acknowledged or raised. A final
+        result is retried until the attempt's deadline (an overloaded service answers 503
+        with Retry-After); a progress report only ``send_attempts`` times."""
         raw = body.model_dump_json(exclude_none=True).encode()
         webhook_id = webhook_id or "msg_" + secrets.token_hex(16)
+        final = body.status != CallbackStatus.RUNNING
         _, text = await self._deliver(
-            "POST", self.config.callback_url, raw, webhook_id, {"Content-Type": "application/json"}
-        )
+            "POST", self.config.callback_url, raw, webhook_id, {"Content-Type": "application/json"},
+            until=self.deadline() if final else None,
+        )  # fmt: skip
         resp = CallbackResponse.model_validate_json(text)
         if resp.nextAction == NextAction.CANCEL:
             self.cancelled = True
         return resp
 
     async def _deliver(
-        self, method: str, url: str, raw: bytes, webhook_id: str, headers: dict[str, str]
-    ) -> tuple[int, str]:
+        self, method: str, url: str, raw: bytes, webhook_id: str, headers: dict[str, str],
+        until: float | None = None,
+    ) -> tuple[int, str]:  # fmt: skip
+        """Send until acknowledged: ``send_attempts`` tries, or with ``until`` (monotonic)
+        as many as fit before it. Backoff doubles from 0.5 s to 10 s, jittered to
+        50-100%, and never shorter than the service's Retry-After."""
         delay = 0.5
         last: Exception | None = None
-        for n in range(self.config.send_attempts):
+        n = 0
+        while True:
+            n += 1
+            asked = 0.0  # the service's Retry-After
             signed = {**headers, **sign_headers([self.key], webhook_id, int(time.time()), raw)}
             try:
                 async with self.session.request(method, url, data=raw, headers=signed) as r:
@@ -193,14 +209,21 @@ class AgentClient:
                     last = CallbackRejected(r.status, text)
                     retry_after = r.headers.get("Retry-After", "")
                     if retry_after.isdigit():
-                        delay = max(delay, float(retry_after))
+                        asked = float(retry_after)
             except (aiohttp.ClientError, TimeoutError) as e:
                 last = e
-            if n + 1 < self.config.send_attempts:
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
-                delay = min(delay * 2, 10.0)
-        assert last is not None
-        raise last
+            jitter = random.random()  # noqa: S311 (jitter, not secrecy)
+            # Never sooner than asked; many agents told the same spread over half of it.
+            wait = max(delay * (0.5 + jitter / 2), asked * (1 + jitter / 2))
+            more = (
+                time.monotonic() + wait < until if until is not None
+                else n < self.config.send_attempts
+            )  # fmt: skip
+            if not more:
+                assert last is not None
+                raise last
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 10.0)
 
     # --- artifacts ------------------------------------------------------------------
 
@@ -220,6 +243,7 @@ class AgentClient:
             raw,
             "art_" + secrets.token_hex(16),
             {"Content-Type": content_type},
+            until=self.deadline(),  # part of the result: as persistent as the result
         )
         ref = Artifact.model_validate(json.loads(text))
         if ref.sha256 != hashlib.sha256(raw).hexdigest():

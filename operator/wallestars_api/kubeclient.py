@@ -10,7 +10,6 @@ parsed by lightkube.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
@@ -66,7 +65,6 @@ class KubeClient:
         timeout: float = 10.0,
         connections: int = 64,
         limiter: Limiter | None = None,
-        obey_retry_after: bool = False,
     ) -> None:
         self.server = server.rstrip("/")
         self._ssl = ssl_context
@@ -77,12 +75,7 @@ class KubeClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._limiter = limiter
-        # Retry-After (429/503) holds every request of this client until it has passed,
-        # so a struggling API server is not sent more; the token bucket stays the ceiling.
-        self._obey = obey_retry_after
-        self._not_before = 0.0
         self.calls = 0  # requests sent, for metrics and benchmarks
-        self.held_seconds = 0.0  # time requests waited out a Retry-After, summed
 
     @classmethod
     def from_env(cls, kubeconfig: Path | None = None, **kw: Any) -> KubeClient:
@@ -136,9 +129,6 @@ class KubeClient:
     ) -> dict[str, Any]:
         if self._limiter is not None:
             await self._limiter.take()
-        if self._obey and (hold := self._not_before - time.monotonic()) > 0:
-            self.held_seconds += hold
-            await asyncio.sleep(hold)
         self.calls += 1
         headers = {"Accept": "application/json", **self._auth()}
         data = None
@@ -150,9 +140,9 @@ class KubeClient:
         ) as r:
             raw = await r.read()
             if r.status >= 400:
+                # What the server asked for goes to the caller, whose write waits it out
+                # (client-go's reading: that request, not every request, is held).
                 asked = retry_after_seconds(r.status, r.headers.get("Retry-After"))
-                if asked is not None:
-                    self._not_before = max(self._not_before, time.monotonic() + asked)
                 try:
                     st = json.loads(raw)
                     reason, message = str(st.get("reason", "")), str(st.get("message", ""))

@@ -64,9 +64,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     bucket = TokenBucket(s.api_qps, s.api_burst)
     # As many connections as writes may be in flight (Reconciler.sem): each pooled TLS
     # connection keeps its own read buffers.
-    client = KubeClient.from_env(
-        s.kubeconfig, limiter=bucket, connections=32, obey_retry_after=True
-    )
+    client = KubeClient.from_env(s.kubeconfig, limiter=bucket, connections=32)
     _closers.append(client)
     kube = Kube(client)
     events = EventQueue(kube.event)
@@ -118,7 +116,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                 metrics.PASS_SECONDS.observe(took)
             metrics.API_CALLS.set(client.calls)
             metrics.RATE_LIMIT_WAIT.set(bucket.waited)
-            metrics.RETRY_AFTER_WAIT.set(client.held_seconds)
+            metrics.RETRY_AFTER_WAIT.set(rec.retry_after_waited)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(STATE.wake.wait(), timeout=min(s.resync_seconds, 1.0))
             # Gather a burst of events into one pass: wait as long as the last pass took, so

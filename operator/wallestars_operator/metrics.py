@@ -39,7 +39,7 @@ EVENTS_DROPPED = Counter(
 )
 RETRY_AFTER_WAIT = Gauge(
     "wallestars_operator_retry_after_wait_seconds",
-    "Total time API calls were held back because the API server answered Retry-After.",
+    "Seconds the API server's Retry-After added to the backoff of refused writes, summed.",
 )
 RATE_LIMIT_WAIT = Gauge(
     "wallestars_operator_rate_limit_wait_seconds",

@@ -124,6 +124,7 @@ class Reconciler:
         self.reserved: dict[tuple[str, str], str] = {}
         # Keys whose last write failed: (failures in a row, not before this monotonic time).
         self.backoff: dict[tuple[str, str], tuple[int, float]] = {}
+        self.retry_after_waited = 0.0  # seconds added to backoffs by the server's Retry-After
         self.housekeeping = TokenBucket(api_qps * HOUSEKEEPING_SHARE, HOUSEKEEPING_IN_FLIGHT)
         self.housekeeping_busy: set[tuple[str, str]] = set()
 
@@ -171,7 +172,9 @@ class Reconciler:
                     n = self.backoff.get(key, (0, 0.0))[0] + 1
                     delay = write_backoff(n, random.random())  # noqa: S311 (jitter)
                     if isinstance(e, ApiError) and e.retry_after is not None:
-                        delay = max(delay, e.retry_after)  # the server's own word wins
+                        # Never sooner than the server asked; only this task's write waits.
+                        self.retry_after_waited += max(0.0, e.retry_after - delay)
+                        delay = max(delay, e.retry_after)
                     self.backoff[key] = (n, time.monotonic() + delay)
                     if isinstance(e, ApiError | TimeoutError | OSError | aiohttp.ClientError):
                         log.warning("%s/%s: %s; decided again in %.1fs", *key, e, delay)

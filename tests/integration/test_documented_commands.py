@@ -35,8 +35,16 @@ class Check:
 CHECKS: list[tuple[str, Check]] = [
     (r"\.venv/bin/python bench/cluster_startup\.py", Check("smoke", "--runs 1")),
     (
+        r"\.venv/bin/python bench/callbacks\.py --overload",
+        Check("smoke", "--rate 20 --seconds 3 --tasks 10 --finals 10"),
+    ),
+    (
         r"\.venv/bin/python bench/callbacks\.py",
         Check("smoke", "--rate 20 --seconds 2 --runs 1 --tasks 20 --forged-seconds 1"),
+    ),
+    (
+        r"\.venv/bin/python bench/operator_http\.py --phases ceiling",
+        Check("smoke", "--raw-tasks 30 --tasks 30"),
     ),
     (
         r"\.venv/bin/python bench/operator_http\.py --phases expiry",
@@ -55,6 +63,10 @@ CHECKS: list[tuple[str, Check]] = [
         Check(
             "smoke", "--phases coldwarm,latency --warm-tasks 1 --latency-tasks 2 --latency-rate 2"
         ),
+    ),
+    (
+        r"\.venv/bin/python bench/soak\.py",
+        Check("covered", why="test_soak.py runs its soak at 500+50 tasks with the same assertions"),
     ),
     (r"\.venv/bin/python bench/browser_tasks\.py", Check("smoke", "--runs 1 --types screenshot")),
     (r"\.venv/bin/python bench/status_patch_cel\.py", Check("smoke", "--rounds 1 --patches 50")),
