@@ -305,7 +305,7 @@ def soak(http: int, browser: int, mix: Mix, rate: float, name: str = "soak") -> 
                 break
             if time.time() > limit:
                 break
-            time.sleep(1 if len(items) < 2000 else 5)
+            time.sleep(1 if len(items) < 2000 else 10)  # listing 10,000 tasks costs the API server
         w.proxy.set()
         s.seconds = round((done_at or time.time()) - t0, 1)
         s.tasks_per_minute = round(len(items) / s.seconds * 60) if done_at else 0
@@ -332,7 +332,10 @@ def judge(s: Summary, w: World, k: Kubectl, tasks: list[dict[str, Any]]) -> None
     # Exactly one terminal transition per task, over every status write the API server
     # stored (whoever wrote it), in resourceVersion order.
     writes: dict[str, list[tuple[int, str]]] = {}
-    for line in (w.cluster.logs / "audit.log").read_text().splitlines():
+    # The API server rotates its audit log at 100 MB: the rotated files (named by time)
+    # come first, then the current one.
+    logs = [*sorted(w.cluster.logs.glob("audit-*.log")), w.cluster.logs / "audit.log"]
+    for line in (ln for f in logs for ln in f.read_text().splitlines()):
         ev = json.loads(line)
         ref = ev.get("objectRef") or {}
         obj = ev.get("responseObject") or {}
