@@ -209,6 +209,9 @@ async def overload(
             "progress": {"sent": progress["sent"], "ok": progress["ok"], "answers": codes}}  # fmt: skip
 
 
+PATCHES = "wallestars_webhook_api_request_duration_seconds_count"
+
+
 def api_calls(svc: WebhookService) -> float:
     return sum(
         svc.metric("wallestars_webhook_api_request_duration_seconds_count", operation=op)
@@ -233,6 +236,11 @@ def main() -> None:
         "--finals final results among them sent by the SDK; none may be lost",
     )
     p.add_argument("--finals", type=int, default=1200)
+    p.add_argument(
+        "--progress-window",
+        type=float,
+        help="the service's WALLESTARS_PROGRESS_WINDOW_SECONDS (0: no coalescing, the before)",
+    )
     a = p.parse_args()
     state = REPO / ".cluster" / "bench"
     cluster = localcluster.up(
@@ -244,13 +252,22 @@ def main() -> None:
         ns = "bench"
         k("create", "namespace", ns)
         tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)
-        svc = start_service(cluster, Path(tempfile.mkdtemp()), [os.urandom(32)])
+        env = {}
+        if a.progress_window is not None:
+            env["WALLESTARS_PROGRESS_WINDOW_SECONDS"] = str(a.progress_window)
+        svc = start_service(cluster, Path(tempfile.mkdtemp()), [os.urandom(32)], **env)
         try:
             if a.overload:
                 names = {t[0] for t in tasks}
                 finals = [t for t in make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks + a.finals)
                           if t[0] not in names]  # fmt: skip
+                writes = svc.metric(PATCHES, operation="patch")
                 res = asyncio.run(overload(svc, ns, tasks, finals, a.rate, a.seconds))
+                res["status_writes"] = round(svc.metric(PATCHES, operation="patch") - writes)
+                res["writes_per_task"] = round(res["status_writes"] / (len(tasks) + len(finals)), 2)
+                res["progress_coalesced"] = svc.metric(
+                    "wallestars_webhook_progress_coalesced_total"
+                )
                 got = Kubectl(cluster.kubeconfig, ns).json("get", "agenttasks")["items"]
                 final_names = {t[0] for t in finals}
                 res["finals_succeeded_in_status"] = sum(
@@ -265,7 +282,10 @@ def main() -> None:
                      "--key", str(cluster.pki / "admin.key"), "-o", str(a.pprof), f"{cluster.server}/debug/pprof/profile?seconds=15"]
                 )  # fmt: skip
             for r in range(a.runs):
+                writes = svc.metric(PATCHES, operation="patch")
                 res = asyncio.run(open_loop(svc, ns, tasks, a.rate, a.seconds, r))
+                res["status_writes"] = round(svc.metric(PATCHES, operation="patch") - writes)
+                res["writes_per_callback"] = round(res["status_writes"] / max(1, res["sent"]), 3)
                 runs.append(res)
                 print(
                     json.dumps(

@@ -7,7 +7,7 @@ retries), so both decide the same way. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -210,6 +210,30 @@ def on_callback(
     patch["phase"] = new_phase.value
     transition = (phase.value, new_phase.value) if new_phase != phase else None
     return CallbackOutcome(200, verdict, action, patch, transition)
+
+
+def fold_callbacks(
+    obj: Mapping[str, Any],
+    items: Sequence[tuple[CallbackBody, str]],
+    now: datetime,
+    rand: float,
+) -> tuple[dict[str, Any] | None, list[CallbackOutcome]]:
+    """Decide verified callbacks (body, webhook-id) as if each were written before the next.
+
+    One status patch carries them all (a merge of each one's patch, each decided on the
+    object with the earlier ones applied), so coalesced progress reports cost one write;
+    each callback keeps its own answer. None when nothing is to be written.
+    """
+    cur: Mapping[str, Any] = obj
+    merged: dict[str, Any] = {}
+    outcomes: list[CallbackOutcome] = []
+    for cb, webhook_id in items:
+        out = on_callback(cur, cb, webhook_id, now, rand)
+        outcomes.append(out)
+        if out.patch is not None:
+            merged.update(out.patch)
+            cur = {**cur, "status": {**(cur.get("status") or {}), **out.patch}}
+    return (merged if merged else None), outcomes
 
 
 def result_of(results: Results) -> dict[str, Any]:

@@ -137,3 +137,103 @@ async def test_an_invalid_body_is_422() -> None:
     tasks = Tasks()
     status, body = await answer(handler(tasks), request(callback(status="exploded")))
     assert status == 422 and body["error"]["reason"] == "invalid-body"
+
+
+# Progress coalescing (issue #15): a running task's progress reports share one write.
+
+
+def coalescing(tasks: Tasks, window: float = 0.3, in_flight: int = 0) -> CallbackHandler:
+    """A handler that coalesces; ``in_flight`` 0: as if the API server were always busy."""
+    settings = Settings(
+        progress_window_seconds=window, progress_coalesce_writes_in_flight=in_flight
+    )
+    return CallbackHandler(tasks, [MASTER], settings)  # type: ignore[arg-type]
+
+
+async def test_progress_reports_of_a_running_task_share_one_write_each_acknowledged() -> None:
+    tasks = Tasks()
+    h = coalescing(tasks)
+    # The first report moves the task to Running: written at once, never held.
+    assert (await answer(h, request(callback(progress=5), webhook_id="msg_0")))[0] == 200
+    assert len(tasks.patches) == 1 and tasks.obj["status"]["phase"] == "Running"
+    reports = [
+        asyncio.create_task(answer(h, request(callback(progress=p), webhook_id=f"msg_{p}")))
+        for p in (10, 20, 30, 40, 50)
+    ]
+    await asyncio.sleep(0.05)
+    # Within the window nothing is written, and nothing is acknowledged before its write.
+    assert len(tasks.patches) == 1 and not any(r.done() for r in reports)
+    answers = await asyncio.gather(*reports)
+    assert [a[0] for a in answers] == [200] * 5
+    assert all(a[1]["acknowledged"] is True for a in answers)
+    assert len(tasks.patches) == 2
+    assert tasks.obj["status"]["progress"] == 50  # the last one sent
+    history = [c["webhookId"] for c in tasks.obj["status"]["callbacks"]]
+    assert history == ["msg_0", "msg_10", "msg_20", "msg_30", "msg_40", "msg_50"]
+
+
+async def test_a_result_is_written_at_once_taking_the_waiting_reports_with_it() -> None:
+    tasks = Tasks()
+    h = coalescing(tasks, window=5.0)
+    await answer(h, request(callback(progress=5), webhook_id="msg_0"))
+    waiting = asyncio.create_task(answer(h, request(callback(progress=60), webhook_id="msg_60")))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    status, _ = await answer(
+        h, request(callback("success", results={"data": {"x": 1}}), webhook_id="msg_end")
+    )
+    # Well inside the 5 s window: the result did not wait, and the waiting report went
+    # into the same write, before it.
+    assert status == 200 and len(tasks.patches) == 2
+    assert tasks.obj["status"]["phase"] == "Succeeded" and tasks.obj["status"]["progress"] == 100
+    history = [c["webhookId"] for c in tasks.obj["status"]["callbacks"]]
+    assert history == ["msg_0", "msg_60", "msg_end"]
+    status, body = await waiting
+    assert status == 200 and body["metadata"]["verdict"] == "accepted"
+
+
+async def test_a_refused_shared_write_acknowledges_none_of_its_reports() -> None:
+    tasks = Tasks()
+    h = coalescing(tasks)
+    await answer(h, request(callback(progress=5), webhook_id="msg_0"))
+    tasks.fail = ApiError(429, "TooManyRequests", "slow down", retry_after=3)
+    resps = await asyncio.gather(
+        *(h(request(callback(progress=p), webhook_id=f"msg_{p}")) for p in (10, 20, 30))
+    )
+    assert [r.status for r in resps] == [503] * 3
+    assert all(r.headers["Retry-After"] == "3" for r in resps)
+    assert len(tasks.patches) == 1
+    tasks.fail = None  # the SDK sends the same reports again: now they are stored
+    again = await asyncio.gather(
+        *(answer(h, request(callback(progress=p), webhook_id=f"msg_{p}")) for p in (10, 20, 30))
+    )
+    assert [a[0] for a in again] == [200] * 3
+    assert all(a[1]["metadata"]["verdict"] == "accepted" for a in again)
+    history = [c["webhookId"] for c in tasks.obj["status"]["callbacks"]]
+    assert set(history) == {"msg_0", "msg_10", "msg_20", "msg_30"}
+
+
+async def test_a_window_of_zero_writes_every_report_at_once() -> None:
+    tasks = Tasks()
+    h = coalescing(tasks, window=0)
+    for p in (10, 20, 30):
+        assert (await answer(h, request(callback(progress=p), webhook_id=f"msg_{p}")))[0] == 200
+    assert len(tasks.patches) == 3
+
+
+async def test_an_idle_service_writes_every_report_at_once_until_a_write_is_refused() -> None:
+    tasks = Tasks()
+    h = coalescing(tasks, window=5.0, in_flight=8)
+    for p in (10, 20, 30):
+        assert (await answer(h, request(callback(progress=p), webhook_id=f"msg_{p}")))[0] == 200
+    assert len(tasks.patches) == 3  # no write in flight, nothing refused: no waiting
+    tasks.fail = ApiError(503, "ServiceUnavailable", "overloaded")
+    assert (await h(request(callback(progress=40), webhook_id="msg_40"))).status == 503
+    tasks.fail = None
+    await answer(h, request(callback(progress=40), webhook_id="msg_40"))  # read again, written
+    # The API server refused a write a moment ago: the next report waits for the window.
+    waiting = asyncio.create_task(answer(h, request(callback(progress=50), webhook_id="msg_50")))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and len(tasks.patches) == 4
+    for t in [waiting, *h.flushing]:
+        t.cancel()

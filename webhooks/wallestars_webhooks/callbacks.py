@@ -15,21 +15,28 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from wallestars_api import taskmetrics
-from wallestars_api.lifecycle import on_callback
+from wallestars_api.lifecycle import CallbackOutcome, fold_callbacks
 from wallestars_api.objects import without_bookkeeping
 from wallestars_sdk.keys import attempt_keys
-from wallestars_sdk.protocol import BodyError, CallbackResponse, parse_callback
+from wallestars_sdk.protocol import (
+    BodyError,
+    CallbackBody,
+    CallbackResponse,
+    CallbackStatus,
+    parse_callback,
+)
 from wallestars_sdk.signing import SignatureError, verify
 
 from wallestars_webhooks import metrics
-from wallestars_webhooks.http import BodyRefused, error, header_values, read_limited
+from wallestars_webhooks.http import BodyRefused, error, error_body, header_values, read_limited
 from wallestars_webhooks.kube import ApiError, Kube
 from wallestars_webhooks.ratelimit import TokenBuckets
 
@@ -49,6 +56,40 @@ def timed(operation: str) -> Iterator[None]:
         dt = time.perf_counter() - t0
         metrics.API_SECONDS.labels(operation).observe(dt)
         api_time.get([0.0])[0] += dt
+
+
+# After the API server refuses or fails a write, progress reports share writes this long.
+BUSY_SECONDS = 10.0
+
+# A verified callback: its body, webhook-id, and the key its answer is remembered by.
+Item = tuple[CallbackBody, str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one callback, kept as data: callbacks that shared a write each get
+    their own response built from it."""
+
+    status: int
+    verdict: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body, status=self.status, headers=self.headers or None)
+
+
+def refusal(
+    status: int, reason: str, message: str, retry_after: int | None = None, verdict: str = ""
+) -> Answer:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return Answer(status, verdict or reason, error_body(reason, message), headers)
+
+
+@dataclass
+class Batch:
+    done: asyncio.Future[list[Answer]]
+    items: list[Item] = field(default_factory=list)
 
 
 def key_identity(request: web.Request) -> tuple[str, int]:
@@ -73,8 +114,15 @@ class CallbackHandler:
         # Answers already given, by webhook-id: a repeat is acknowledged again at once.
         self.answered: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
-        # Each task as this service last stored it (bounded): see apply().
+        # Each task as this service last stored it (bounded): see decide_and_patch().
         self.objects: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        # Progress reports waiting to share a write, by task; when each task was last written.
+        self.window = settings.progress_window_seconds
+        self.batches: dict[tuple[str, str], Batch] = {}
+        self.last_write: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.flushing: set[asyncio.Task[None]] = set()
+        self.writing = 0  # status writes in flight
+        self.busy_until = 0.0  # the API server refused or failed a write until lately
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -134,26 +182,105 @@ class CallbackHandler:
                 cached = self.answered.get(seen_key)
                 if cached is not None:
                     return web.json_response(cached), "duplicate"
-                try:
-                    return await self.apply(cb, v.webhook_id, seen_key)
-                except (TimeoutError, aiohttp.ClientError) as e:
-                    # Nothing was acknowledged; the agent's SDK retries after Retry-After.
-                    log.warning("Kubernetes API unavailable: %r", e)
-                    return error(
-                        503,
-                        "api-unavailable",
-                        "the Kubernetes API server did not answer; try again",
-                        **{"Retry-After": "2"},
-                    ), "api-unavailable"
+                item = (cb, v.webhook_id, seen_key)
+                if self.coalescible(cb):
+                    a = await self.coalesced(item)
+                else:
+                    a = await self.at_once(item)
+                return a.response(), a.verdict
         finally:
             if not lock.locked() and self.locks.get(seen_key) is lock:
                 del self.locks[seen_key]
 
-    async def apply(
-        self, cb: Any, webhook_id: str, seen_key: str
-    ) -> tuple[web.StreamResponse, str]:
-        ns, name = cb.task.namespace, cb.task.name
-        key = (ns, name)
+    def coalescible(self, cb: CallbackBody) -> bool:
+        """May this callback wait to share a write? Only a progress report of a task already
+        Running in this attempt (as this service last stored it), and only while the API
+        server is under pressure or other reports of the task already wait: an idle service
+        writes each report at once, so agents never wait for a window. Results, terminal
+        states and the first report of an attempt (the move to Running) never wait."""
+        if self.window <= 0 or cb.status != CallbackStatus.RUNNING or cb.results is not None:
+            return False
+        key = (cb.task.namespace, cb.task.name)
+        obj = self.objects.get(key)
+        if obj is None:
+            return False
+        st = obj.get("status") or {}
+        if st.get("phase") != "Running" or st.get("attempt") != cb.attempt:
+            return False
+        return key in self.batches or self.under_pressure()
+
+    def under_pressure(self) -> bool:
+        return (
+            self.writing >= self.s.progress_coalesce_writes_in_flight
+            or time.monotonic() < self.busy_until
+        )
+
+    async def coalesced(self, item: Item) -> Answer:
+        """Wait for the task's next write, which carries this report with any others that
+        arrive before it: at most one progress write per task per window. Acknowledged only
+        once that write is stored, like every other callback."""
+        key = (item[0].task.namespace, item[0].task.name)
+        batch = self.batches.get(key)
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self.batches[key] = Batch(loop.create_future())
+            flush = loop.create_task(self.flush(key, batch))
+            self.flushing.add(flush)
+            flush.add_done_callback(self.flushing.discard)
+        index = len(batch.items)
+        batch.items.append(item)
+        if index:
+            metrics.COALESCED.inc()
+        answers = await asyncio.shield(batch.done)  # a client gone does not cancel the others
+        return answers[index]
+
+    async def at_once(self, item: Item) -> Answer:
+        """Write now. Progress reports of the task still waiting go in the same write, before
+        this callback (the order they arrived in), rather than after it."""
+        key = (item[0].task.namespace, item[0].task.name)
+        batch = self.batches.pop(key, None)
+        if batch is None:
+            return (await self.write(key, [item]))[0]
+        await self.settle(batch, self.write(key, [*batch.items, item]))
+        return (await batch.done)[-1]
+
+    async def flush(self, key: tuple[str, str], batch: Batch) -> None:
+        # A window after the task's last write began (another write may begin meanwhile).
+        while (wait := self.last_write.get(key, -math.inf) + self.window - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+            if self.batches.get(key) is not batch:
+                return
+        if self.batches.get(key) is not batch:
+            return  # a callback that could not wait took these reports into its write
+        del self.batches[key]  # what arrives from now on waits for the next write
+        await self.settle(batch, self.write(key, batch.items))
+
+    @staticmethod
+    async def settle(batch: Batch, writing: Awaitable[list[Answer]]) -> None:
+        """Hand the write's answers (or its failure) to everyone waiting on ``batch``."""
+        try:
+            batch.done.set_result(await writing)
+        except BaseException as e:
+            batch.done.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+
+    async def write(self, key: tuple[str, str], items: list[Item]) -> list[Answer]:
+        """Decide ``items`` (callbacks of one task) on the task and store them in one write."""
+        try:
+            return await self.decide_and_patch(key, items)
+        except (TimeoutError, aiohttp.ClientError) as e:
+            # Nothing was acknowledged; the agent's SDK retries after Retry-After.
+            log.warning("Kubernetes API unavailable: %r", e)
+            return [
+                refusal(
+                    503, "api-unavailable", "the Kubernetes API server did not answer; try again", 2
+                )
+            ] * len(items)
+
+    async def decide_and_patch(self, key: tuple[str, str], items: list[Item]) -> list[Answer]:
+        ns, name = key
+        gone = refusal(410, "unknown-task", f"AgentTask {ns}/{name} does not exist")
         for _ in range(self.s.patch_retries):
             # The object as this service last wrote it saves a GET per callback. A decision
             # taken on it is safe only when it writes (the resourceVersion precondition
@@ -165,77 +292,91 @@ class CallbackHandler:
                     obj = await self.kube.get_task(ns, name)
                 if obj is None:
                     self.objects.pop(key, None)
-                    return error(
-                        410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
-                    ), "unknown-task"
-            out = on_callback(obj, cb, webhook_id, datetime.now(UTC), random.random())  # noqa: S311
-            if out.patch is None and not fresh and out.verdict != "duplicate":
+                    return [gone] * len(items)
+            patch, outs = fold_callbacks(
+                obj,
+                [(cb, wid) for cb, wid, _ in items],
+                datetime.now(UTC),
+                random.random(),  # noqa: S311
+            )
+            if not fresh and any(o.patch is None and o.verdict != "duplicate" for o in outs):
                 self.objects.pop(key, None)
                 continue
-            if out.http_status != 200:
-                reason = out.verdict
-                msg = {
-                    "unknown-task": f"AgentTask {ns}/{name} is not the task {cb.taskId}",
-                    "finished": f"AgentTask {ns}/{name} has finished",
-                    "stale-attempt": f"attempt {cb.attempt} is not the current attempt of {ns}/{name}",
-                }.get(reason, reason)
-                return error(out.http_status, reason, msg), reason
-            if out.patch is not None:
+            if patch is not None:
+                self.writing += 1
+                self.wrote(key)  # reports arriving now wait a window from here
                 try:
                     with timed("patch"):
                         stored = await self.kube.patch_status(
-                            ns, name, obj["metadata"]["resourceVersion"], out.patch
+                            ns, name, obj["metadata"]["resourceVersion"], patch
                         )
+                except (TimeoutError, aiohttp.ClientError):
+                    self.busy_until = time.monotonic() + BUSY_SECONDS
+                    raise
                 except ApiError as e:
                     self.objects.pop(key, None)
-                    code = e.code
-                    if code == 409:
+                    if e.code in (429, 500, 503, 504):
+                        self.busy_until = time.monotonic() + BUSY_SECONDS
+                    if e.code == 409:
                         metrics.PATCH_CONFLICTS.inc()
                         continue  # someone wrote first: read again and decide again
-                    if code == 404:
-                        return error(
-                            410, "unknown-task", f"AgentTask {ns}/{name} does not exist"
-                        ), "unknown-task"
-                    if code in (429, 500, 503, 504):
+                    if e.code == 404:
+                        return [gone] * len(items)
+                    if e.code in (429, 500, 503, 504):
                         # The API server's own Retry-After, passed on (2 s at least).
                         wait = max(2, math.ceil(e.retry_after or 0))
-                        return error(
-                            503,
-                            "api-unavailable",
-                            "the Kubernetes API server is busy; try again",
-                            **{"Retry-After": str(wait)},
-                        ), "api-unavailable"
-                    if code == 422:
-                        return error(
-                            422,
-                            "refused-by-api-server",
-                            f"the API server refused the result: {e.message}",
-                        ), "invalid-body"
+                        busy = "the Kubernetes API server is busy; try again"
+                        return [refusal(503, "api-unavailable", busy, wait)] * len(items)
+                    if e.code == 422:
+                        why = f"the API server refused the result: {e.message}"
+                        return [
+                            refusal(422, "refused-by-api-server", why, verdict="invalid-body")
+                        ] * len(items)
                     raise
+                finally:
+                    self.writing -= 1
                 self.remember_object(key, stored)
-                taskmetrics.finished(obj, out.patch)
-                if out.transition:
-                    log.info(
-                        "task %s/%s %s -> %s", ns, name, *out.transition,
-                        extra={"fields": {"namespace": ns, "task": name, "attempt": cb.attempt, "webhookId": webhook_id}},
-                    )  # fmt: skip
-            answer = CallbackResponse(
-                acknowledged=True,
-                nextAction=out.next_action,
-                metadata={"verdict": out.verdict, **out.metadata},
-            ).model_dump(mode="json")
-            self.remember(seen_key, answer)
-            return web.json_response(answer), out.verdict
-        return error(
-            503, "conflict", "the task kept changing; try again", **{"Retry-After": "1"}
-        ), "conflict"
+                taskmetrics.finished(obj, patch)
+                for (cb, wid, _), out in zip(items, outs, strict=True):
+                    if out.transition:
+                        log.info(
+                            "task %s/%s %s -> %s", ns, name, *out.transition,
+                            extra={"fields": {"namespace": ns, "task": name, "attempt": cb.attempt, "webhookId": wid}},
+                        )  # fmt: skip
+            return [self.answer(ns, name, item, out) for item, out in zip(items, outs, strict=True)]
+        conflict = refusal(503, "conflict", "the task kept changing; try again", 1)
+        return [conflict] * len(items)
+
+    def answer(self, ns: str, name: str, item: Item, out: CallbackOutcome) -> Answer:
+        cb, _, seen_key = item
+        if out.http_status != 200:
+            msg = {
+                "unknown-task": f"AgentTask {ns}/{name} is not the task {cb.taskId}",
+                "finished": f"AgentTask {ns}/{name} has finished",
+                "stale-attempt": f"attempt {cb.attempt} is not the current attempt of {ns}/{name}",
+            }.get(out.verdict, out.verdict)
+            return refusal(out.http_status, out.verdict, msg)
+        body = CallbackResponse(
+            acknowledged=True,
+            nextAction=out.next_action,
+            metadata={"verdict": out.verdict, **out.metadata},
+        ).model_dump(mode="json")
+        self.remember(seen_key, body)
+        return Answer(200, out.verdict, body)
 
     def remember_object(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
         # managedFields are most of a small task and no decision reads them.
         self.objects[key] = without_bookkeeping(obj)
         self.objects.move_to_end(key)
+        self.wrote(key)
         while len(self.objects) > 10_000:
             self.objects.popitem(last=False)
+
+    def wrote(self, key: tuple[str, str]) -> None:
+        self.last_write[key] = time.monotonic()
+        self.last_write.move_to_end(key)
+        while len(self.last_write) > 10_000:
+            self.last_write.popitem(last=False)
 
     def remember(self, key: str, answer: dict[str, Any]) -> None:
         self.answered[key] = answer

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     task_rate_per_second: float = Field(20.0, gt=0)
     task_burst: int = Field(40, ge=1)
     patch_retries: int = Field(8, ge=1)
+    # Under pressure (this many status writes in flight, or a write refused or failed by
+    # the API server in the last 10 s), a task's progress reports within this many seconds
+    # of its last write share the next write; 0: every report writes at once. Results and
+    # terminal states never wait.
+    progress_window_seconds: float = Field(2.0, ge=0, le=30)
+    progress_coalesce_writes_in_flight: int = Field(8, ge=0)
 
     artifact_store: Literal["filesystem", "s3"] = "filesystem"
     artifact_dir: Path = Path("/var/lib/wallestars/artifacts")

@@ -14,10 +14,13 @@ def header_values(request: web.Request) -> Callable[[str], list[str]]:
     return lambda name: request.headers.getall(name, [])
 
 
+def error_body(reason: str, message: str) -> dict[str, Any]:
+    return {"acknowledged": False, "error": {"reason": reason, "message": message}}
+
+
 def error(status: int, reason: str, message: str, **headers: str) -> web.Response:
     """A JSON error answer that says what is wrong; never a bare status."""
-    body: dict[str, Any] = {"acknowledged": False, "error": {"reason": reason, "message": message}}
-    resp = web.json_response(body, status=status, headers=headers or None)
+    resp = web.json_response(error_body(reason, message), status=status, headers=headers or None)
     if status in (408, 413):
         resp.force_close()  # the rest of the body is never read; the connection cannot be reused
     return resp

@@ -20,5 +20,9 @@ PATCH_CONFLICTS = Counter(
     "wallestars_webhook_patch_conflicts_total",
     "Status patches refused for a stale resourceVersion (then retried).",
 )
+COALESCED = Counter(
+    "wallestars_webhook_progress_coalesced_total",
+    "Progress reports stored in a write shared with an earlier one (no write of their own).",
+)
 ARTIFACTS = Counter("wallestars_artifacts_total", "Artifact requests, by verdict.", ["verdict"])
 ARTIFACT_BYTES = Counter("wallestars_artifact_bytes_total", "Bytes of artifacts stored.")
