@@ -252,10 +252,12 @@ def main() -> None:
         ns = "bench"
         k("create", "namespace", ns)
         tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)
-        env = {}
-        if a.progress_window is not None:
-            env["WALLESTARS_PROGRESS_WINDOW_SECONDS"] = str(a.progress_window)
-        svc = start_service(cluster, Path(tempfile.mkdtemp()), [os.urandom(32)], **env)
+        tmp, masters = Path(tempfile.mkdtemp()), [os.urandom(32)]
+        if a.progress_window is None:
+            svc = start_service(cluster, tmp, masters)
+        else:
+            window = str(a.progress_window)
+            svc = start_service(cluster, tmp, masters, WALLESTARS_PROGRESS_WINDOW_SECONDS=window)
         try:
             if a.overload:
                 names = {t[0] for t in tasks}

@@ -19,6 +19,9 @@ at once) and the operator, then:
   creates plus their status merge patches, a plain aiohttp client, the operator
   stopped), then ``--tasks`` end to end on the same control plane: tasks/min as a
   fraction of (raw writes/s / writes per task).
+- flood: created -> Dispatched at ``--rate``/s for ``--seconds``, quiet, then while
+  another user keeps ``--flood-in-flight`` LISTs of ``--flood-pods`` pods under way
+  (bench/flood.py), then the same with the chart's API Priority and Fairness objects.
 - expiry: ``--expire-tasks`` finished tasks whose ttlSecondsAfterFinished all fall due
   at one instant (their completionTime set alike), while new tasks are offered at
   ``--rate``/s from 10 s before that instant for ``--seconds``: created -> dispatched
@@ -38,6 +41,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hack"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import localcluster
-from harness import REPO, Kubectl, audit_events, free_port, http_agent, scrape
+from harness import (
+    REPO,
+    SYSTEM_NS,
+    Kubectl,
+    audit_events,
+    free_port,
+    http_agent,
+    scrape,
+    token_kubeconfig,
+)
 from wallestars_api.kubeclient import MERGE_PATCH, KubeClient
 
 from bench.load import (
@@ -327,9 +340,91 @@ def phase_ceiling(a: argparse.Namespace) -> dict[str, Any]:
                 "fraction_of_ceiling": round(per_minute / ceiling, 3)}  # fmt: skip
 
 
+def flood_user(cluster: localcluster.Cluster, pods: int) -> Path:
+    """``pods`` Pending pods (their node selector matches no node) for another user to
+    list, and that user: a service account allowed to list pods everywhere."""
+    k = Kubectl(cluster.kubeconfig)
+    k("create", "namespace", "flood")
+    labels = {f"label-{i}": f"value-{i}" for i in range(10)}
+    k.apply({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": f"p{i}", "namespace": "flood", "labels": labels},
+         "spec": {"nodeSelector": {"wallestars.io/no-such-node": "true"},
+                  "containers": [{"name": "c", "image": "registry.invalid/pause:1",
+                                  "env": [{"name": f"E{j}", "value": "x" * 40} for j in range(10)]}]}}
+        for i in range(pods)]})  # fmt: skip
+    k.apply({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "flood", "namespace": "flood"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "flood"},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "flood"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "flood"},
+         "subjects": [{"kind": "ServiceAccount", "name": "flood", "namespace": "flood"}]},
+    ]})  # fmt: skip
+    return token_kubeconfig(cluster, Path(tempfile.mkdtemp()) / "flood", "flood", "flood")
+
+
+@contextlib.contextmanager
+def flooding(kubeconfig: Path, in_flight: int, out: dict[str, Any]) -> Iterator[None]:
+    """bench/flood.py running for the block; its counts go into ``out``."""
+    argv = [
+        sys.executable,
+        str(REPO / "bench" / "flood.py"),
+        str(kubeconfig),
+        str(in_flight),
+        "/api/v1/pods",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        time.sleep(3.0)  # the flood is at full strength before the tasks come
+        yield
+    finally:
+        proc.terminate()
+        out.update(json.loads(proc.communicate(timeout=30)[0] or b"{}"))
+
+
+def phase_flood(a: argparse.Namespace) -> dict[str, Any]:
+    """Dispatch latency (created -> Dispatched) while another user floods the API server
+    with LISTs of ``--flood-pods`` pods (``--flood-in-flight`` at once): quiet, flooded,
+    and flooded with the chart's API Priority and Fairness objects applied."""
+    with environment(a) as env:
+        cluster = env.cluster
+        flooder = flood_user(cluster, a.flood_pods)
+        n = int(a.rate * a.seconds)
+
+        def dispatch_latency(prefix: str) -> dict[str, float]:
+            run = asyncio.run(run_tasks(cluster.kubeconfig, NS, bodies(prefix, n), rate=a.rate))
+            lat = [run.tasks.first(k, DISPATCHED) - t for k, t in run.created.items()]  # type: ignore[operator]
+            return percentiles(lat, 50, 90, 99)
+
+        res: dict[str, Any] = {"tasks_per_run": n, "rate": a.rate, "flood_pods": a.flood_pods,
+                               "flood_in_flight": a.flood_in_flight}  # fmt: skip
+        res["quiet_ms"] = dispatch_latency("q")
+        res["flood"] = {}
+        with flooding(flooder, a.flood_in_flight, res["flood"]):
+            res["flooded_ms"] = dispatch_latency("f")
+        helm = localcluster.bin_dirs()["helm"] / "helm"
+        apf = subprocess.run(
+            [str(helm), "template", "wallestars", str(REPO / "charts" / "wallestars-agents"),
+             "--namespace", SYSTEM_NS, "--set", "apiPriority.enabled=true",
+             "--show-only", "templates/api-priority.yaml"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        Kubectl(cluster.kubeconfig).apply(apf)
+        time.sleep(2.0)  # the API server's APF configuration controller picks them up
+        res["flood_apf"] = {}
+        with flooding(flooder, a.flood_in_flight, res["flood_apf"]):
+            res["flooded_with_apf_ms"] = dispatch_latency("p")
+        for key in ("flooded_ms", "flooded_with_apf_ms"):
+            res[key.replace("_ms", "_vs_quiet")] = {
+                p: round(v / res["quiet_ms"][p], 2) for p, v in res[key].items()
+            }
+        return res
+
+
 PHASES = {"writes": phase_writes, "throughput": phase_throughput,
           "latency": phase_latency, "memory": phase_memory, "expiry": phase_expiry,
-          "ceiling": phase_ceiling}  # fmt: skip
+          "ceiling": phase_ceiling, "flood": phase_flood}  # fmt: skip
 
 
 def main() -> None:
@@ -353,6 +448,9 @@ def main() -> None:
     p.add_argument("--raw-tasks", type=int, default=3000, help="ceiling phase: raw tasks")
     p.add_argument("--create-in-flight", type=int, default=8,
                    help="ceiling phase: the benchmark's requests in flight, raw and end to end")  # fmt: skip
+    p.add_argument("--flood-pods", type=int, default=1000, help="flood phase: pods listed")
+    p.add_argument("--flood-in-flight", type=int, default=16,
+                   help="flood phase: the other user's LISTs under way at once")  # fmt: skip
     p.add_argument(
         "--profile", help="latency phase: py-spy the operator into this file (.svg or .txt)"
     )

@@ -47,6 +47,10 @@ CHECKS: list[tuple[str, Check]] = [
         Check("smoke", "--raw-tasks 30 --tasks 30"),
     ),
     (
+        r"\.venv/bin/python bench/operator_http\.py --phases flood",
+        Check("smoke", "--rate 4 --seconds 3 --flood-pods 50 --flood-in-flight 2"),
+    ),
+    (
         r"\.venv/bin/python bench/operator_http\.py --phases expiry",
         Check("smoke", "--expire-tasks 30 --expiry-lead 15 --rate 5 --seconds 12"),
     ),
