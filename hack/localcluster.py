@@ -626,10 +626,12 @@ def down(dir: Path = DEFAULT_DIR) -> None:
     state_file.unlink()
 
 
-def restart_apiserver(cluster: Cluster, kill: bool = True) -> float:
+def restart_apiserver(
+    cluster: Cluster, kill: bool = True, extra_args: tuple[str, ...] = ()
+) -> float:
     """Stop the API server (SIGKILL, or SIGTERM with ``kill=False``) and start it again
-    with the same flags, as a crash or a control-plane upgrade would; seconds until it
-    is ready again."""
+    with the same flags (and ``extra_args`` after them, kept for later restarts), as a
+    crash or a control-plane upgrade would; seconds until it is ready again."""
     state_file = cluster.dir / "state.json"
     state = State.load(state_file)
     assert state is not None and "kube-apiserver" in state.argv, "no API server to restart"
@@ -644,6 +646,7 @@ def restart_apiserver(cluster: Cluster, kill: bool = True) -> float:
     deadline = time.monotonic() + 10
     while _port_open(state.ports.apiserver, state.host) and time.monotonic() < deadline:
         time.sleep(0.05)
+    state.argv["kube-apiserver"] = [*state.argv["kube-apiserver"], *extra_args]
     state.pids["kube-apiserver"] = _start(cluster, "kube-apiserver", state.argv["kube-apiserver"])
     state.save(state_file)
     ctx = ssl.create_default_context(cafile=str(cluster.pki / "ca.crt"))
