@@ -209,14 +209,11 @@ async def overload(
             "progress": {"sent": progress["sent"], "ok": progress["ok"], "answers": codes}}  # fmt: skip
 
 
-PATCHES = "wallestars_webhook_api_request_duration_seconds_count"
+API_CALLS = "wallestars_webhook_api_request_duration_seconds_count"
 
 
-def api_calls(svc: WebhookService) -> float:
-    return sum(
-        svc.metric("wallestars_webhook_api_request_duration_seconds_count", operation=op)
-        for op in ("get", "patch")
-    )
+def api_calls(svc: WebhookService, operations: tuple[str, ...] = ("get", "patch")) -> float:
+    return sum(svc.metric(API_CALLS, operation=op) for op in operations)
 
 
 def main() -> None:
@@ -263,9 +260,9 @@ def main() -> None:
                 names = {t[0] for t in tasks}
                 finals = [t for t in make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks + a.finals)
                           if t[0] not in names]  # fmt: skip
-                writes = svc.metric(PATCHES, operation="patch")
+                writes = api_calls(svc, ("patch",))
                 res = asyncio.run(overload(svc, ns, tasks, finals, a.rate, a.seconds))
-                res["status_writes"] = round(svc.metric(PATCHES, operation="patch") - writes)
+                res["status_writes"] = round(api_calls(svc, ("patch",)) - writes)
                 res["writes_per_task"] = round(res["status_writes"] / (len(tasks) + len(finals)), 2)
                 res["progress_coalesced"] = svc.metric(
                     "wallestars_webhook_progress_coalesced_total"
@@ -284,9 +281,9 @@ def main() -> None:
                      "--key", str(cluster.pki / "admin.key"), "-o", str(a.pprof), f"{cluster.server}/debug/pprof/profile?seconds=15"]
                 )  # fmt: skip
             for r in range(a.runs):
-                writes = svc.metric(PATCHES, operation="patch")
+                writes = api_calls(svc, ("patch",))
                 res = asyncio.run(open_loop(svc, ns, tasks, a.rate, a.seconds, r))
-                res["status_writes"] = round(svc.metric(PATCHES, operation="patch") - writes)
+                res["status_writes"] = round(api_calls(svc, ("patch",)) - writes)
                 res["writes_per_callback"] = round(res["status_writes"] / max(1, res["sent"]), 3)
                 runs.append(res)
                 print(

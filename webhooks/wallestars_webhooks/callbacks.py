@@ -245,7 +245,7 @@ class CallbackHandler:
         return (await batch.done)[-1]
 
     async def flush(self, key: tuple[str, str], batch: Batch) -> None:
-        # A window after the task's last write began (another write may begin meanwhile).
+        # A window after the task's last write began or ended (another may come meanwhile).
         while (wait := self.last_write.get(key, -math.inf) + self.window - time.monotonic()) > 0:
             await asyncio.sleep(wait)
             if self.batches.get(key) is not batch:
@@ -315,14 +315,13 @@ class CallbackHandler:
                     raise
                 except ApiError as e:
                     self.objects.pop(key, None)
-                    if e.code in (429, 500, 503, 504):
-                        self.busy_until = time.monotonic() + BUSY_SECONDS
                     if e.code == 409:
                         metrics.PATCH_CONFLICTS.inc()
                         continue  # someone wrote first: read again and decide again
                     if e.code == 404:
                         return [gone] * len(items)
                     if e.code in (429, 500, 503, 504):
+                        self.busy_until = time.monotonic() + BUSY_SECONDS
                         # The API server's own Retry-After, passed on (2 s at least).
                         wait = max(2, math.ceil(e.retry_after or 0))
                         busy = "the Kubernetes API server is busy; try again"
