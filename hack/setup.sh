@@ -12,6 +12,7 @@ command -v git >/dev/null || need_apt+=(git)
 command -v make >/dev/null || need_apt+=(make)
 # The browser agent drives Debian's Chromium through Playwright (DESIGN.md §9).
 command -v chromium >/dev/null || need_apt+=(chromium fonts-liberation)
+command -v firefox-esr >/dev/null || need_apt+=(firefox-esr)
 # The real node (hack/realnode, docs/local-cluster.md): the container runtime, CNI
 # plugins, netfilter tools, and what builds images without a registry or a daemon.
 command -v containerd >/dev/null || need_apt+=(containerd runc)

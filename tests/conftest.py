@@ -18,7 +18,10 @@ from harness import REPO, Kubectl, wait_for
 
 CRDS = sorted((REPO / "crds").glob("*.yaml"))
 # What a prerequisite named in @pytest.mark.requires(...) needs, and how to get it.
-PREREQUISITES = {"chromium": ("chromium", "Debian's chromium: hack/setup.sh installs it")}
+PREREQUISITES = {
+    "chromium": ("chromium", "Debian's chromium: hack/setup.sh installs it"),
+    "firefox": ("firefox-esr", "Debian's firefox-esr: hack/setup.sh installs it"),
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:

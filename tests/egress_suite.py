@@ -151,6 +151,7 @@ class Report:
     blocked_urls: str  # what the agent's guard refused, space-separated
     denied_hosts: list[str]  # what the egress proxy refused
     extra: dict[str, Any] = field(default_factory=dict)
+    engine: str = "chromium"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -177,6 +178,9 @@ def unreported(r: Report) -> list[tuple[str, dict[str, Any]]]:
             reported = r.ws in r.denied_hosts
         elif kind in ("file-iframe", "file-location"):
             reported = "file:///etc/passwd" in r.blocked_urls
+        elif kind == "ping" and r.engine == "firefox":
+            # Firefox sends no hyperlink-auditing pings (browser.send_pings is off).
+            reported = r.steps[name]["status"] == "passed"
         elif kind == "service-worker":
             # Service workers are refused outright (no registration, so no request at all).
             reported = r.steps[name]["status"] == "passed"
@@ -187,7 +191,9 @@ def unreported(r: Report) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def run(w: World, more: list[tuple[str, str]] | None = None) -> Report:
+async def run(
+    w: World, more: list[tuple[str, str]] | None = None, engine: str = "chromium"
+) -> Report:
     """Every hostile URL (and ``more``: (case, URL) aimed at canaries elsewhere) and every
     trick page in one e2e-test attempt, then the allowed site once more."""
     from wallestars_browser import payloads
@@ -210,7 +216,9 @@ async def run(w: World, more: list[tuple[str, str]] | None = None) -> Report:
         payload=json.dumps(payload),
         network=json.dumps({"allowPrivateAddresses": [f"127.0.0.1:{w.site.port}"]}),
         resolver=w.resolver,
+        browser=engine,
         chromium=shutil.which("chromium"),  # Debian's here; None: Playwright's own
+        firefox=shutil.which("firefox-esr"),
         timeout_seconds=600,
     )
     attempt = Attempt(settings)
@@ -223,6 +231,7 @@ async def run(w: World, more: list[tuple[str, str]] | None = None) -> Report:
         steps={s["name"]: s for s in outcome.data["steps"]},
         blocked_urls=" ".join(b.url for b in attempt.guard.blocked),
         denied_hosts=sorted({d["host"] for d in attempt.denied}),
+        engine=engine,
     )
 
 

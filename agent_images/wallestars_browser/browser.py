@@ -1,14 +1,20 @@
-"""How Chromium is started and what a page may do: pure option builders and the guard.
+"""How the browser is started and what a page may do: pure option builders and the guard.
 
 Everything leaves through the egress proxy (egress.py); these options make sure nothing
-goes around it: Chromium resolves no host names itself, WebRTC may not open its own UDP
-sockets, background services (updates, sync, safe browsing pings) stay off, service
-workers and downloads are refused, and non-web schemes are aborted in the page.
+goes around it: the browser resolves no host names itself (the proxy does), loopback goes
+through the proxy too, WebRTC may not open its own UDP sockets, background services
+(updates, telemetry, safe browsing, captive-portal pings) stay off, service workers and
+downloads are refused, and non-web schemes are aborted in the page.
+
+Engines: Chromium (Debian's here, Playwright's in its image); Firefox, either a stock
+Firefox over WebDriver BiDi (Debian's firefox-esr here, through bidi_shim.py) or
+Playwright's own build (its image); WebKit only where Playwright's build is installed.
+An engine the image lacks is BrowserUnavailable: the user's choice, not retried.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +22,8 @@ from urllib.parse import urlsplit
 from playwright.async_api import BrowserContext, Request, Route
 
 from .payloads import Viewport
+
+ENGINES = ("chromium", "firefox", "webkit")
 
 # Chromium's switches: no own DNS (the proxy resolves), no side channels.
 CHROMIUM_ARGS = (
@@ -32,22 +40,105 @@ CHROMIUM_ARGS = (
     # No --disable-dev-shm-usage: the Job mounts a memory emptyDir of 1 GiB on /dev/shm
     # (manifests.AttemptConfig.dshm_limit), so shared memory stays in memory, not /tmp.
 )
+# Firefox's equivalents, on top of what Playwright already sets in the profile. The proxy
+# itself is set here too (firefox_proxy_prefs), not with Playwright's `proxy` option: over
+# WebDriver BiDi that sets only the http proxy, and https would go direct.
+FIREFOX_PREFS: dict[str, bool | int | str] = {
+    "network.proxy.allow_hijacking_localhost": True,  # loopback through the proxy too
+    "network.proxy.no_proxies_on": "",
+    "network.proxy.share_proxy_settings": True,
+    "network.proxy.socks_remote_dns": True,
+    "browser.send_pings": False,
+    "network.trr.mode": 5,  # no DNS over HTTPS of its own
+    "network.dns.disablePrefetch": True,
+    "network.dns.disablePrefetchFromHTTPS": True,
+    "network.prefetch-next": False,
+    "network.predictor.enabled": False,
+    "network.http.http3.enable": False,  # no QUIC around an HTTP proxy
+    "network.captive-portal-service.enabled": False,
+    "media.peerconnection.enabled": False,  # WebRTC: no UDP of its own
+    "media.peerconnection.ice.proxy_only": True,
+    "dom.serviceWorkers.enabled": False,
+    "browser.download.enabled": False,
+    "toolkit.telemetry.enabled": False,
+    "toolkit.telemetry.server": "",
+    "geo.provider.network.url": "",
+    "extensions.blocklist.enabled": False,
+    "services.settings.server": "",
+    "browser.region.network.url": "",
+    "app.update.auto": False,
+}
 WEB_SCHEMES = frozenset({"http", "https"})
-CHROMIUM_REFUSALS = ("Not allowed to load local resource", "Not allowed to navigate top frame")
+# How each engine says, on the console only, that it refused a local resource.
+REFUSALS = (
+    "Not allowed to load local resource",  # Chromium
+    "Not allowed to navigate top frame",  # Chromium
+    "may not load or link to",  # Firefox
+)
 
 
-def launch_options(proxy_url: str, executable: str | None) -> dict[str, Any]:
-    """Playwright's chromium.launch(...) keyword arguments (pure)."""
-    opts: dict[str, Any] = {
-        "headless": True,
-        "args": list(CHROMIUM_ARGS),
-        # Playwright also forces loopback through the proxy (<-loopback> in the bypass list).
-        "proxy": {"server": proxy_url},
-        "chromium_sandbox": False,  # the pod is the sandbox: restricted PSS, no user namespaces
-    }
-    if executable:
-        opts["executable_path"] = executable
+class BrowserUnavailable(Exception):
+    """The engine asked for is not in this image."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Which Playwright browser type to start, and from where."""
+
+    engine: str  # chromium | firefox | webkit
+    executable: str | None  # None: Playwright's own build of the engine
+    bidi: bool = False  # a stock Firefox, driven over WebDriver BiDi
+
+
+def choose(
+    engine: str, chromium: str | None, firefox: str | None, bundled: Callable[[str], bool]
+) -> Launch:
+    """The launch for `engine` given the browsers this image has (pure but for `bundled`,
+    which says whether Playwright's own build of an engine is installed)."""
+    if engine == "chromium" and (chromium or bundled("chromium")):
+        return Launch("chromium", chromium)
+    if engine == "firefox" and firefox:
+        return Launch("firefox", firefox, bidi=True)
+    if engine in ("firefox", "webkit") and bundled(engine):
+        return Launch(engine, None)
+    if engine not in ENGINES:
+        raise BrowserUnavailable(f"unknown browser {engine!r}; known: {', '.join(ENGINES)}")
+    hint = {
+        "chromium": "set WALLESTARS_CHROMIUM or use Playwright's image",
+        "firefox": "set WALLESTARS_FIREFOX to a Firefox >= 138 or use Playwright's image",
+        "webkit": "WebKit needs Playwright's own build (Playwright's image has it)",
+    }[engine]
+    raise BrowserUnavailable(f"this image has no {engine}: {hint}")
+
+
+def launch_options(launch: Launch, proxy_url: str, relay: str | None = None) -> dict[str, Any]:
+    """Playwright's <engine>.launch(...) keyword arguments (pure). `relay` is the BiDi
+    relay's executable, needed for a stock Firefox (bidi_shim.launcher)."""
+    opts: dict[str, Any] = {"headless": True}
+    if launch.engine == "chromium":
+        # Playwright also forces loopback through the proxy (<-loopback> in the bypass
+        # list). The pod is the sandbox: restricted PSS, no user namespaces.
+        opts |= {"args": list(CHROMIUM_ARGS), "chromium_sandbox": False,
+                 "proxy": {"server": proxy_url}}  # fmt: skip
+        if launch.executable:
+            opts["executable_path"] = launch.executable
+    elif launch.engine == "firefox":
+        opts["firefox_user_prefs"] = FIREFOX_PREFS | firefox_proxy_prefs(proxy_url)
+        if launch.bidi:
+            if relay is None:
+                raise ValueError("a stock Firefox needs the BiDi relay's executable")
+            opts |= {"channel": "moz-firefox", "executable_path": relay}
+    else:  # WebKit (Playwright's build)
+        opts["proxy"] = {"server": proxy_url}
     return opts
+
+
+def firefox_proxy_prefs(proxy_url: str) -> dict[str, bool | int | str]:
+    """Every scheme through the HTTP proxy at `proxy_url` (pure)."""
+    u = urlsplit(proxy_url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    return {"network.proxy.type": 1, "network.proxy.http": host, "network.proxy.http_port": port,
+            "network.proxy.ssl": host, "network.proxy.ssl_port": port}  # fmt: skip
 
 
 def context_options(viewport: Viewport | None) -> dict[str, Any]:
@@ -60,11 +151,6 @@ def context_options(viewport: Viewport | None) -> dict[str, Any]:
         "java_script_enabled": True,
         "ignore_https_errors": False,
     }
-
-
-def default_executable() -> str | None:
-    """WALLESTARS_CHROMIUM, else Playwright's own browser (as in its official image)."""
-    return os.environ.get("WALLESTARS_CHROMIUM") or None
 
 
 @dataclass
@@ -116,11 +202,11 @@ class Guard:
             )
 
     def _console(self, message: Any) -> None:
-        # Chromium itself refuses file:, chrome: and top-level data: navigations from a page
-        # and says so only on the console.
+        # The browser itself refuses file:, chrome: and top-level data: navigations from a
+        # page and says so only on the console.
         text = str(getattr(message, "text", "") or getattr(message, "error", ""))
-        if any(m in text for m in CHROMIUM_REFUSALS):
-            self.blocked.append(Blocked(text[:512], "refused by Chromium"))
+        if any(m in text for m in REFUSALS):
+            self.blocked.append(Blocked(text[:512], "refused by the browser"))
 
     def summary(self, limit: int = 50) -> list[dict[str, str]]:
         return [{"url": b.url, "reason": b.reason} for b in self.blocked[:limit]]

@@ -29,8 +29,8 @@ from wallestars_sdk import AgentClient
 from wallestars_sdk.client import CallbackRejected
 from wallestars_sdk.protocol import Artifact
 
-from . import payloads
-from .browser import Guard, context_options, launch_options
+from . import bidi_shim, payloads
+from .browser import BrowserUnavailable, Guard, choose, context_options, launch_options
 from .egress import EgressProxy, NetworkPolicy
 from .tasks import Evidence, Outcome, Run, TaskError, task
 
@@ -51,7 +51,10 @@ class RunnerSettings(BaseSettings):
     network: str = "{}"  # the Agent's spec.browser.network as JSON
     deny_cidrs: str = ""  # the cluster's ranges, comma-separated (installation-wide)
     resolver: str = ""  # DNS servers for the egress proxy (IP:port, comma-separated)
+    browser: str = "chromium"  # the Agent's spec.browser.browser
+    viewport: str = ""  # the Agent's spec.browser.viewport as JSON: the tasks' default
     chromium: str | None = None  # Debian's chromium here; Playwright's own in its image
+    firefox: str | None = None  # Debian's firefox-esr here; Playwright's own in its image
     started: float = Field(default_factory=time.time)
 
 
@@ -87,21 +90,21 @@ class Attempt:
                 EgressProxy(policy, Path(work), deny, resolvers) as proxy,
                 async_playwright() as pw,
             ):
-                # Chromium starts while the proxy comes up and the task's module is imported.
-                launch = pw.chromium.launch(**launch_options(proxy.url, s.chromium))
+                # The browser starts while the proxy comes up and the task's module is imported.
+                starting = start_browser(pw, s, Path(work), proxy.url)
                 browser, fn, _ = await asyncio.gather(
-                    launch, asyncio.to_thread(task, s.task_type), proxy.ready()
+                    starting, asyncio.to_thread(task, s.task_type), proxy.ready()
                 )
                 try:
-                    context = await browser.new_context(
-                        **context_options(getattr(payload, "viewport", None))
-                    )
+                    viewport = viewport_for(payload, agent_viewport(s.viewport))
+                    context = await browser.new_context(**context_options(viewport))
                     await self.guard.attach(context)
                     self.timings["launchMs"] = ms(t0)
                     await self.progress(10)
                     t1 = time.monotonic()
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
-                    run = Run(context, self.evidence, proxy.url, budget, self.progress)
+                    run = Run(context, self.evidence, proxy.url, budget, self.progress,
+                              engine=s.browser)  # fmt: skip
                     try:
                         return await fn(run, payload)
                     except asyncio.CancelledError:
@@ -121,6 +124,31 @@ class Attempt:
             with contextlib.suppress(Exception):
                 png = await asyncio.wait_for(page.screenshot(timeout=2000), 3)
                 self.evidence.add(f"stopped-{i + 1}.png", png, "image/png")
+
+
+async def start_browser(pw: Any, s: RunnerSettings, work: Path, proxy_url: str) -> Any:
+    """The Agent's engine, launched behind the proxy; TaskError if the image lacks it."""
+    try:
+        launch = choose(s.browser, s.chromium, s.firefox,
+                        lambda e: Path(getattr(pw, e).executable_path).exists())  # fmt: skip
+    except BrowserUnavailable as e:
+        raise TaskError("BrowserUnavailable", str(e), False) from e
+    relay = str(bidi_shim.launcher(work, launch.executable)) if launch.bidi else None
+    browser_type = getattr(pw, launch.engine)
+    return await browser_type.launch(**launch_options(launch, proxy_url, relay))
+
+
+def agent_viewport(raw: str) -> payloads.Viewport | None:
+    """The Agent's default viewport (WALLESTARS_VIEWPORT), if it set one."""
+    return payloads.Viewport.model_validate_json(raw) if raw.strip() else None
+
+
+def viewport_for(
+    payload: payloads.Model, agent: payloads.Viewport | None
+) -> payloads.Viewport | None:
+    """The task's own viewport wins over its Agent's default (pure)."""
+    own: payloads.Viewport | None = getattr(payload, "viewport", None)
+    return own or agent
 
 
 def ms(since: float) -> float:

@@ -142,14 +142,16 @@ SYSTEM_CAS = (("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"),)
 BASES = {
     # python:3.11-slim-bookworm: Python 3.11 and pip, installing into /usr/local.
     "python": Base("python-base", "python:3.11-slim-bookworm", PYTHON_PACKAGES, env=SYSTEM_CAS),
-    # Playwright's Python image: Python, pip and a browser with its libraries and fonts.
-    # Debian's Chromium stands in for Playwright's build of it.
+    # Playwright's Python image: Python, pip and browsers with their libraries and fonts.
+    # Debian's Chromium and Firefox ESR stand in for Playwright's builds of them (the
+    # stock Firefox is driven over WebDriver BiDi); WebKit has no Debian equivalent.
     "browser": Base(
         "browser-base",
         "mcr.microsoft.com/playwright/python:v1.65.2-noble",
         # libatomic1: the Node.js that Playwright bundles as its driver needs it.
-        (*PYTHON_PACKAGES, "chromium", "fonts-liberation", "libatomic1"),
-        env=(("WALLESTARS_CHROMIUM", "/usr/bin/chromium"), *SYSTEM_CAS),
+        (*PYTHON_PACKAGES, "chromium", "firefox-esr", "fonts-liberation", "libatomic1"),
+        env=(("WALLESTARS_CHROMIUM", "/usr/bin/chromium"),
+             ("WALLESTARS_FIREFOX", "/usr/bin/firefox-esr"), *SYSTEM_CAS),
     ),
     # golang:1.26.8-bookworm: this machine's own Go toolchain (the version go.mod asks).
     "go": Base(

@@ -44,6 +44,8 @@ TERMINAL = frozenset(
 )
 # An attempt is live (its agent may call back) only in these phases.
 LIVE = frozenset({Phase.DISPATCHED, Phase.RUNNING})
+# What counts as a success in an Agent's successRate and on the dashboards' panels.
+SUCCESS_PHASES = (Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED)
 
 
 def ts(t: datetime) -> str:

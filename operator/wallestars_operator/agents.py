@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wallestars_api.conditions import set_condition
+from wallestars_api.lifecycle import SUCCESS_PHASES, parse_ts, ts
 
 from wallestars_operator.executors import plain_http_refused
 
@@ -78,9 +79,25 @@ def statistics(finished: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     recent = sorted(finished, key=lambda s: s.get("completionTime", ""))[-100:]
     out: dict[str, float] = {}
     if recent:
-        ok = sum(1 for s in recent if s.get("phase") in ("Succeeded", "PartiallySucceeded"))
+        ok = sum(1 for s in recent if s.get("phase") in SUCCESS_PHASES)
         out["successRate"] = round(ok / len(recent), 3)
     durations = [float(s["durationSeconds"]) for s in recent if "durationSeconds" in s]
     if durations:
         out["meanDurationSeconds"] = round(sum(durations) / len(durations), 3)
     return out
+
+
+def heartbeat(
+    finished: Sequence[Mapping[str, Any]],
+    running: Sequence[Mapping[str, Any]],
+    probe: Mapping[str, Any] | None,
+) -> str | None:
+    """status.lastHeartbeatTime: when the Agent last really did something (pure): a task
+    of it ended, one reported running, or a health probe of it finished. None if never."""
+    times = [s.get("completionTime") for s in finished]
+    for s in running:
+        times.append(s.get("startTime"))
+        times += [c.get("time") for c in (s.get("callbacks") or [])[-1:]]
+    times.append((probe or {}).get("completionTime"))
+    parsed = [p for t in times if t and (p := parse_ts(t)) is not None]
+    return ts(max(parsed)) if parsed else None

@@ -131,50 +131,8 @@ def browser_job(
     name = attempt_name(meta["name"], meta["uid"], attempt)
     lbl = labels(task, attempt, agent)
     env = [{"name": k, "value": v} for k, v in attempt_env(task, attempt, agent, cfg).items()]
-    env += [
-        {"name": "WALLESTARS_KEY_FILE", "value": f"{KEY_DIR}/key"},
-        {"name": "WALLESTARS_BROWSER", "value": browser.get("browser", "chromium")},
-        {"name": "HOME", "value": "/tmp"},  # noqa: S108 (the writable emptyDir)
-    ]
-    if cfg.deny_cidrs:
-        env.append({"name": "WALLESTARS_DENY_CIDRS", "value": ",".join(cfg.deny_cidrs)})
-    if browser.get("viewport"):
-        env.append(
-            {
-                "name": "WALLESTARS_VIEWPORT",
-                "value": json.dumps(browser["viewport"], separators=(",", ":")),
-            }
-        )
-    if (browser.get("network") or {}) != {}:
-        env.append(
-            {
-                "name": "WALLESTARS_NETWORK",
-                "value": json.dumps(browser["network"], separators=(",", ":")),
-            }
-        )
-    reserved = {e["name"] for e in env}
-    env += [dict(e) for e in browser.get("env") or [] if e["name"] not in reserved]
-    container: dict[str, Any] = {
-        "name": "agent",
-        "image": browser.get("image") or cfg.browser_image,
-        "command": list(browser.get("command") or DEFAULT_COMMAND),
-        "env": env,
-        "resources": dict(browser.get("resources") or {}),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [
-            {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root is read-only)
-            {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (Chromium's shared memory)
-        ],
-    }
-    if browser.get("imagePullPolicy"):
-        container["imagePullPolicy"] = browser["imagePullPolicy"]
+    env.append({"name": "WALLESTARS_KEY_FILE", "value": f"{KEY_DIR}/key"})
+    template = agent_pod(browser, cfg, env, lbl, key_secret=name)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -198,39 +156,85 @@ def browser_job(
                     }
                 ]
             },
-            "template": {
-                "metadata": {"labels": lbl},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    # Time for a stopped agent to save its screenshot and trace and report.
-                    "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": AGENT_UID,
-                        "runAsGroup": AGENT_UID,
-                        "fsGroup": AGENT_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "key",
-                            "secret": {
-                                "secretName": name,
-                                "defaultMode": 0o440,
-                                "items": [{"key": "key", "path": "key"}],
-                            },
-                        },
-                        {"name": "tmp", "emptyDir": {}},
-                        {
-                            "name": "dshm",
-                            "emptyDir": {"medium": "Memory", "sizeLimit": cfg.dshm_limit},
-                        },
-                    ],
-                },
+            "template": template,
+        },
+    }
+
+
+def agent_pod(
+    browser: Mapping[str, Any],
+    cfg: AttemptConfig,
+    env: list[dict[str, Any]],
+    lbl: Mapping[str, str],
+    key_secret: str | None = None,
+    args: list[str] | None = None,
+) -> dict[str, Any]:
+    """The pod template of a browser agent's container (an attempt's, or a health probe's
+    with no key and `args`): Pod Security `restricted`, a read-only root, /tmp and a
+    memory-backed /dev/shm, the Agent's image, command, resources and environment."""
+    env = [
+        *env,
+        {"name": "WALLESTARS_BROWSER", "value": browser.get("browser", "chromium")},
+        {"name": "HOME", "value": "/tmp"},  # noqa: S108 (the writable emptyDir)
+    ]
+    if cfg.deny_cidrs:
+        env.append({"name": "WALLESTARS_DENY_CIDRS", "value": ",".join(cfg.deny_cidrs)})
+    for var, field in (("WALLESTARS_VIEWPORT", "viewport"), ("WALLESTARS_NETWORK", "network")):
+        if browser.get(field):
+            env.append({"name": var, "value": json.dumps(browser[field], separators=(",", ":"))})
+    reserved = {e["name"] for e in env}
+    env += [dict(e) for e in browser.get("env") or [] if e["name"] not in reserved]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir: the root is read-only)
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (Chromium's shared memory)
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.dshm_limit}},
+    ]
+    if key_secret is not None:
+        mounts.insert(0, {"name": "key", "mountPath": KEY_DIR, "readOnly": True})
+        volumes.insert(0, {"name": "key", "secret": {
+            "secretName": key_secret, "defaultMode": 0o440,
+            "items": [{"key": "key", "path": "key"}]}})  # fmt: skip
+    container: dict[str, Any] = {
+        "name": "agent",
+        "image": browser.get("image") or cfg.browser_image,
+        "command": list(browser.get("command") or DEFAULT_COMMAND),
+        "env": env,
+        "resources": dict(browser.get("resources") or {}),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    if args:
+        container["args"] = list(args)
+        # The probe's verdict, as one JSON line, where the operator reads it.
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    if browser.get("imagePullPolicy"):
+        container["imagePullPolicy"] = browser["imagePullPolicy"]
+    return {
+        "metadata": {"labels": dict(lbl)},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            # Time for a stopped agent to save its screenshot and trace and report.
+            "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": AGENT_UID,
+                "runAsGroup": AGENT_UID,
+                "fsGroup": AGENT_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
             },
+            "containers": [container],
+            "volumes": volumes,
         },
     }
 

@@ -26,7 +26,6 @@ import aiohttp
 from wallestars_api import taskmetrics
 from wallestars_api.kubeclient import ApiError
 from wallestars_api.lifecycle import (
-    TERMINAL,
     Phase,
     Transition,
     attempt_failed,
@@ -39,7 +38,7 @@ from wallestars_api.lifecycle import (
 from wallestars_sdk.keys import derive_attempt_key, encode_key
 
 from wallestars_operator import metrics
-from wallestars_operator.agents import agent_conditions, agent_problem, statistics
+from wallestars_operator.agent_upkeep import AgentUpkeep
 from wallestars_operator.cloud import Cloud
 from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
@@ -90,7 +89,7 @@ def write_backoff(failures: int, rand: float) -> float:
     return float(base * (0.5 + rand / 2))
 
 
-class Reconciler:
+class Reconciler(AgentUpkeep):
     def __init__(
         self,
         state: State,
@@ -114,6 +113,8 @@ class Reconciler:
         self.cloud = Cloud(kube, self.key_text, cfg)
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
+        # Browser Agents' probe verdicts not yet written to their status.
+        self.probe_verdicts: dict[tuple[str, str], dict[str, Any]] = {}
         # When each waiting task's queue position was last written (throttling only).
         self.position_written: dict[tuple[str, str], float] = {}
         self.position_budget = TokenBucket(
@@ -231,6 +232,7 @@ class Reconciler:
         ]
         agents = dict(self.state.agents)
         self.probe_health(agents, mono)
+        self.probe_browsers(agents, now, mono)
         views = [AgentView.of(a, ready=self.problem(k, a) is None) for k, a in agents.items()]
         task_views = []
         for o in tasks:
@@ -402,83 +404,6 @@ class Reconciler:
                 )
                 self.state.wake.set()
                 return
-
-    # --- agents -----------------------------------------------------------------------
-
-    def problem(self, k: tuple[str, str], agent: Mapping[str, Any]) -> str | None:
-        """Why an Agent cannot take tasks now: its configuration, or its last probe."""
-        sick = self.cloud.health.get(k, (None, 0.0))[0]
-        return agent_problem(agent, self.cfg.allow_plain_http) or (sick[1] if sick else None)
-
-    def probe_health(
-        self, agents: Mapping[tuple[str, str], Mapping[str, Any]], mono: float
-    ) -> None:
-        """Start a probe of each cloud Agent not probed for HEALTH_SECONDS."""
-        for k, a in agents.items():
-            if (a.get("spec") or {}).get("type") != "cloud":
-                continue
-            if agent_problem(a, self.cfg.allow_plain_http) is not None:
-                continue
-            key = (f"agent-health/{k[0]}", k[1])
-            if key not in self.busy and self.cloud.due(k, mono):
-                self.spawn(key, functools.partial(self.cloud.probe, k, a))
-
-    def agent_status(self, agents: Mapping[tuple[str, str], Mapping[str, Any]], load: Mapping[tuple[str, str], int],
-                           queued: Mapping[tuple[str, str], int], now: datetime) -> None:  # fmt: skip
-        mono = time.monotonic()
-        for gone in [k for k in self.agent_written if k not in agents]:  # deleted Agents
-            del self.agent_written[gone]
-            self.cloud.health.pop(gone, None)
-        due = []
-        for k, a in agents.items():
-            if not self.free((f"agent-status/{k[0]}", k[1]), mono):
-                continue
-            last = self.agent_written.get(k)
-            cheap = (
-                load.get(k, 0),
-                queued.get(k, 0),
-                agent_problem(a, self.cfg.allow_plain_http),
-                bool((a.get("spec") or {}).get("paused")),
-                self.cloud.health.get(k, (None, 0.0))[0],
-            )
-            # Write on change, at most every 2 s per agent, and a heartbeat every 60 s.
-            if (
-                last is not None
-                and (last[0] == cheap or mono - last[1] < 2)
-                and mono - last[1] < 60
-            ):
-                continue
-            due.append((k, a, cheap))
-        if not due:
-            return
-        # The statistics read every finished task: only when some agent's status is written.
-        finished: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-        for o in self.state.tasks.values():
-            st = o.get("status") or {}
-            if phase_of(o) in TERMINAL and st.get("agent"):
-                finished.setdefault((o["metadata"]["namespace"], st["agent"]), []).append(st)
-        for k, a, cheap in due:
-            active, waiting, problem, paused, sick = cheap
-            t = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-            conds, takes = agent_conditions(
-                (a.get("status") or {}).get("conditions") or [], problem, paused, sick, t
-            )
-            status: dict[str, Any] = {
-                "activeTasks": active,
-                "queuedTasks": waiting,
-                "conditions": conds,
-                "lastHeartbeatTime": t,
-                **statistics(finished.get(k, [])),
-            }
-            metrics.agent(k, active, takes)
-            self.spawn(
-                (f"agent-status/{k[0]}", k[1]),
-                functools.partial(self._write_agent, k, status, cheap),
-            )
-
-    async def _write_agent(self, k: tuple[str, str], status: Mapping[str, Any], cheap: Any) -> None:
-        await self.kube.patch_agent_status(k[0], k[1], status)
-        self.agent_written[k] = (cheap, time.monotonic())
 
 
 def jitter() -> float:

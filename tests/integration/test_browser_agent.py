@@ -91,10 +91,28 @@ def chrome(
     return "chrome"
 
 
-def create(kubectl: Kubectl, name: str, type_: str, payload: dict[str, Any], **spec: Any) -> None:
+def engine_agent(kubectl: Kubectl, real_cluster: localcluster.Cluster, name: str, engine: str,
+                 site_port: int, **browser: Any) -> None:  # fmt: skip
+    tag = images.ensure(node.layout_of(real_cluster.dir), ["browser-agent"])["browser-agent"]
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent",
+                   "metadata": {"name": name},
+                   "spec": {"type": "browser", "concurrency": 2,
+                            "capabilities": ["screenshot", "e2e-test"],
+                            "browser": {"image": tag, "imagePullPolicy": "Never", "browser": engine,
+                                        "network": {"allowPrivateAddresses": [f"{NODE_IP}:{site_port}"]},
+                                        **browser}}})  # fmt: skip
+
+
+def conditions(kubectl: Kubectl, agent: str) -> dict[str, dict[str, Any]]:
+    st = kubectl.json("get", "agent", agent).get("status") or {}
+    return {c["type"]: c for c in st.get("conditions") or []}
+
+
+def create(kubectl: Kubectl, name: str, type_: str, payload: dict[str, Any], agent: str = "chrome",
+           **spec: Any) -> None:  # fmt: skip
     kubectl.apply({
         "apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
-        "spec": {"agentRef": "chrome", "type": type_, "payload": payload,
+        "spec": {"agentRef": agent, "type": type_, "payload": payload,
                  "retries": {"limit": 0}, **spec},
     })  # fmt: skip
 
@@ -375,3 +393,62 @@ def test_the_api_server_refuses_what_it_can_check(kubectl: Kubectl) -> None:
                 "spec": {"agentRef": "chrome", "type": type_, "payload": payload}}  # fmt: skip
         out = kubectl.run("apply", "-f", "-", input=json.dumps(body), check=False)
         assert out.returncode != 0 and words in out.stderr, (words, out.stderr)
+
+
+def test_a_firefox_agent_is_probed_then_runs_tasks_in_firefox_in_its_viewport(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    real_cluster: localcluster.Cluster, site: tuple[Site, list[Canary]],
+) -> None:  # fmt: skip
+    """spec.browser.browser and spec.browser.viewport are real: the probe Job's
+    --self-test starts Firefox in the image's container, the Agent becomes Ready on its
+    verdict, and its tasks run in Firefox at the Agent's viewport unless they set one."""
+    s = site[0]
+    engine_agent(kubectl, real_cluster, "fox", "firefox", s.port,
+                 viewport={"width": 1000, "height": 700})  # fmt: skip
+    create(kubectl, "fox-default", "screenshot", {"url": f"{s.url}/visual"}, agent="fox")
+    create(kubectl, "fox-own", "screenshot", {"url": f"{s.url}/visual",
+           "viewport": {"width": 640, "height": 480}}, agent="fox")  # fmt: skip
+    create(kubectl, "fox-e2e", "e2e-test", {"url": f"{s.url}/form", "steps": [
+        {"action": "fill", "selector": "#name", "value": "Ada"},
+        {"action": "click", "selector": "#submit"},
+        {"action": "expectText", "selector": "#thanks", "value": "Thanks, Ada"}]}, agent="fox")  # fmt: skip
+    st = finished(kubectl, "fox-default", "fox-own", "fox-e2e")
+    agent = kubectl.json("get", "agent", "fox")["status"]
+    probe = agent["probe"]
+    assert probe["healthy"] is True and "firefox" in probe["message"], probe
+    assert conditions(kubectl, "fox")["Ready"]["status"] == "True"
+    # A probe is something that really ran: the heartbeat is no older than it.
+    assert agent["lastHeartbeatTime"] >= probe["completionTime"]
+    for name in ("fox-default", "fox-own", "fox-e2e"):
+        assert st[name]["phase"] == "Succeeded", why(st[name])
+        # Dispatched only after the probe passed.
+        assert st[name]["attempts"][0]["startTime"] >= probe["completionTime"]
+    token = reader_token(kubectl)
+
+    def size(task: str) -> tuple[int, int]:
+        raw = download(webhook_service.url, artifacts(st[task])["screenshot.png"]["uri"], token)
+        return png(raw).size
+
+    assert size("fox-default") == (1000, 700)  # the Agent's viewport
+    assert size("fox-own") == (640, 480)  # the task's own wins
+    jobs = kubectl.json("get", "jobs", "-l", "agents.wallestars.io/probe=fox")["items"]
+    assert jobs and jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"] == ["--self-test"]
+
+
+def test_an_engine_the_image_lacks_is_reported_by_the_probe_before_any_task_is_sent(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    real_cluster: localcluster.Cluster, site: tuple[Site, list[Canary]],
+) -> None:  # fmt: skip
+    s = site[0]
+    engine_agent(kubectl, real_cluster, "kit", "webkit", s.port)
+    create(kubectl, "kit-shot", "screenshot", {"url": f"{s.url}/visual"}, agent="kit")
+    ready = wait_for("the probe's verdict", lambda: (
+        c if (c := conditions(kubectl, "kit").get("Ready")) and c["reason"] != "Probing" else None),
+        timeout=180)  # fmt: skip
+    assert ready["status"] == "False" and ready["reason"] == "BrowserUnavailable", ready
+    assert "no webkit" in ready["message"]
+    task = phase_is(kubectl, "kit-shot", "Queued")
+    assert task and task["reason"] == "AgentUnhealthy" and not task.get("attempts"), task
+    events = kubectl.json("get", "events", "--field-selector",
+                          "involvedObject.kind=Agent,involvedObject.name=kit")["items"]  # fmt: skip
+    assert any(e["reason"] == "BrowserUnavailable" and e["type"] == "Warning" for e in events)

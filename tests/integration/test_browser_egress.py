@@ -21,7 +21,7 @@ from tests import egress_suite
 from tests.egress_suite import World
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.requires("chromium")
+pytestmark = pytest.mark.requires("chromium", "firefox")
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     await w.close()
 
 
-async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World) -> None:
-    report = await egress_suite.run(world)
+@pytest.mark.parametrize("engine", ["chromium", "firefox"])
+async def test_hostile_urls_and_page_tricks_never_reach_a_canary(world: World, engine: str) -> None:
+    report = await egress_suite.run(world, engine=engine)
     assert len(report.direct) + len(report.tricks) >= 60
     assert report.hits == {}, f"the canary was reached: {report.hits}"
     missing = egress_suite.unreported(report)

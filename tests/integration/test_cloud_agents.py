@@ -73,7 +73,7 @@ def lambda_agent(k: Kubectl, endpoint: str) -> None:
     credential_secret(k, "aws-creds", AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
                       AWS_SECRET_ACCESS_KEY="not-a-real-secret")  # fmt: skip
     k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent", "metadata": {"name": "lambda"},
-             "spec": {"type": "cloud", "capabilities": ["api-test"], "concurrency": 5,
+             "spec": {"type": "cloud", "capabilities": ["api-test", "echo"], "concurrency": 5,
                       "cloud": {"provider": "aws-lambda", "aws": {
                           "functionName": "wallestars-agent", "qualifier": "live", "region": "eu-west-1",
                           "endpointURL": endpoint, "credentialsSecretRef": {"name": "aws-creds"}}}}})  # fmt: skip
@@ -134,6 +134,22 @@ def test_lambda_api_test_end_to_end(
         "deadline",
         "idempotencyKey",
     } <= set(event)
+
+
+def test_echo_is_a_task_type_the_api_server_accepts_and_the_handler_runs(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    world: tuple[Loop, FakeLambda, str, str],
+) -> None:  # fmt: skip
+    """docs/cloud-agents.md lists `echo` as built in; the CRD's enum once refused it."""
+    _, _, endpoint, _ = world
+    lambda_agent(kubectl, endpoint)
+    data = {"hello": "world", "n": 3}
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": "echo"},
+                   "spec": {"agentRef": "lambda", "type": "echo", "payload": {"data": data}}})  # fmt: skip
+    st = wait_for("echo", lambda: phase_is(kubectl, "echo", *TERMINAL_PHASES), timeout=60)
+    assert st["phase"] == "Succeeded", st
+    assert st["result"]["data"]["echo"] == {"data": data}
+    assert st["result"]["data"]["attempt"] == 1
 
 
 def test_an_event_delivered_twice_ends_the_task_once(

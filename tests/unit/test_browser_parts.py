@@ -6,9 +6,18 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageDraw
-from wallestars_browser import imagediff
-from wallestars_browser.browser import CHROMIUM_ARGS, launch_options
+from wallestars_browser import imagediff, payloads
+from wallestars_browser.bidi_shim import answer_locally
+from wallestars_browser.browser import (
+    CHROMIUM_ARGS,
+    BrowserUnavailable,
+    Launch,
+    choose,
+    context_options,
+    launch_options,
+)
 from wallestars_browser.egress import (
     ALWAYS_DENIED,
     NetworkPolicy,
@@ -16,11 +25,12 @@ from wallestars_browser.egress import (
     denials,
     smokescreen_args,
 )
-from wallestars_browser.runner import INLINE_LIMIT, inline
+from wallestars_browser.payloads import Viewport
+from wallestars_browser.runner import INLINE_LIMIT, agent_viewport, inline, viewport_for
 from wallestars_browser.tasks.accessibility import over_allowed, summarize
 from wallestars_browser.tasks.common import Evidence
 from wallestars_browser.tasks.e2e import glob
-from wallestars_browser.tasks.performance import judge
+from wallestars_browser.tasks.performance import judge, unavailable
 
 
 def png(
@@ -115,11 +125,90 @@ def test_denials_are_read_from_smokescreens_decision_log() -> None:
 
 
 def test_chromium_resolves_nothing_itself_and_uses_the_proxy() -> None:
-    opts = launch_options("http://127.0.0.1:4750", "/usr/bin/chromium")
+    opts = launch_options(Launch("chromium", "/usr/bin/chromium"), "http://127.0.0.1:4750")
     assert opts["proxy"] == {"server": "http://127.0.0.1:4750"}
     assert "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1" in opts["args"]
     assert opts["args"] == list(CHROMIUM_ARGS) and opts["executable_path"] == "/usr/bin/chromium"
-    assert "executable_path" not in launch_options("http://p", None)
+    assert "executable_path" not in launch_options(Launch("chromium", None), "http://p")
+
+
+def test_firefox_sends_loopback_through_the_proxy_and_opens_no_side_channels() -> None:
+    stock = launch_options(Launch("firefox", "/usr/bin/firefox-esr", bidi=True), "http://p:1",
+                           relay="/tmp/w/firefox-bidi")  # fmt: skip
+    prefs = stock["firefox_user_prefs"]
+    # Every scheme through the proxy by prefs: Playwright's proxy option over BiDi sets only
+    # the http proxy, and https went straight to a loopback canary in the egress suite.
+    assert "proxy" not in stock
+    assert (prefs["network.proxy.type"], prefs["network.proxy.http"], prefs["network.proxy.ssl"],
+            prefs["network.proxy.http_port"], prefs["network.proxy.ssl_port"]) == (
+                1, "p", "p", 1, 1)  # fmt: skip
+    assert stock["channel"] == "moz-firefox" and stock["executable_path"] == "/tmp/w/firefox-bidi"
+    assert prefs["network.proxy.allow_hijacking_localhost"] is True
+    assert prefs["network.trr.mode"] == 5 and prefs["media.peerconnection.enabled"] is False
+    assert prefs["network.http.http3.enable"] is False
+    # Playwright's own Firefox (its image): the same prefs, no channel, its own binary.
+    own = launch_options(Launch("firefox", None), "http://p:1")
+    assert own["firefox_user_prefs"] == prefs and "channel" not in own
+    assert "executable_path" not in own
+    with pytest.raises(ValueError, match="relay"):
+        launch_options(Launch("firefox", "/usr/bin/firefox-esr", bidi=True), "http://p:1")
+
+
+@pytest.mark.parametrize(
+    ("engine", "chromium", "firefox", "bundled", "expected"),
+    [
+        ("chromium", "/usr/bin/chromium", None, set(), Launch("chromium", "/usr/bin/chromium")),
+        ("chromium", None, None, {"chromium"}, Launch("chromium", None)),
+        ("firefox", None, "/usr/bin/firefox-esr", set(),
+         Launch("firefox", "/usr/bin/firefox-esr", bidi=True)),
+        ("firefox", None, None, {"firefox"}, Launch("firefox", None)),
+        ("webkit", "/usr/bin/chromium", "/usr/bin/firefox-esr", {"webkit"}, Launch("webkit", None)),
+    ],
+)  # fmt: skip
+def test_the_engine_asked_for_is_the_engine_launched(
+    engine: str, chromium: str | None, firefox: str | None, bundled: set[str], expected: Launch
+) -> None:
+    assert choose(engine, chromium, firefox, bundled.__contains__) == expected
+
+
+@pytest.mark.parametrize(
+    ("engine", "words"),
+    [("webkit", "no webkit"), ("firefox", "no firefox"), ("chromium", "no chromium"),
+     ("opera", "unknown browser 'opera'")],
+)  # fmt: skip
+def test_an_engine_the_image_lacks_is_unavailable_not_silently_chromium(
+    engine: str, words: str
+) -> None:
+    with pytest.raises(BrowserUnavailable, match=words):
+        choose(engine, "/usr/bin/chromium" if engine != "chromium" else None, None,
+               lambda _: False)  # fmt: skip
+
+
+def test_the_bidi_relay_answers_only_an_empty_media_override() -> None:
+    empty = {"id": 7, "method": "emulation.setMediaFeaturesOverride",
+             "params": {"features": {}, "userContexts": ["u"]}}  # fmt: skip
+    assert answer_locally(empty) == {"type": "success", "id": 7, "result": {}}
+    nulls = {"id": 8, "method": "emulation.setMediaFeaturesOverride",
+             "params": {"features": {"prefers-color-scheme": None}}}  # fmt: skip
+    assert answer_locally(nulls) == {"type": "success", "id": 8, "result": {}}
+    dark = {"id": 9, "method": "emulation.setMediaFeaturesOverride",
+            "params": {"features": {"prefers-color-scheme": "dark"}}}  # fmt: skip
+    assert answer_locally(dark) is None  # a real override goes to Firefox
+    assert answer_locally({"id": 1, "method": "browsingContext.navigate", "params": {}}) is None
+
+
+def test_the_agents_viewport_is_the_default_and_the_tasks_own_wins() -> None:
+    agent = agent_viewport('{"width":1000,"height":700,"deviceScaleFactor":2}')
+    assert agent == Viewport(width=1000, height=700, device_scale_factor=2)
+    assert agent_viewport("") is None
+    shot = payloads.parse("screenshot", {"url": "http://h/"})
+    assert context_options(viewport_for(shot, agent))["viewport"] == {"width": 1000, "height": 700}
+    own = payloads.parse(
+        "screenshot", {"url": "http://h/", "viewport": {"width": 400, "height": 300}}
+    )
+    opts = context_options(viewport_for(own, agent))
+    assert opts["viewport"] == {"width": 400, "height": 300} and opts["device_scale_factor"] == 1
+    assert context_options(viewport_for(shot, None))["viewport"] == {"width": 1280, "height": 800}
 
 
 def test_url_globs() -> None:
@@ -137,6 +226,18 @@ def test_budgets_pass_at_the_limit_and_fail_above() -> None:
     got = judge({"lcp": 2500.0, "tbt": 301.0}, {"lcp": 2500, "tbt": 300})
     assert got == {"lcp": {"value": 2500.0, "budget": 2500, "passed": True},
                    "tbt": {"value": 301.0, "budget": 300, "passed": False}}  # fmt: skip
+
+
+def test_a_metric_the_engine_cannot_measure_is_named_and_neither_passes_nor_fails() -> None:
+    firefox = ["paint", "largest-contentful-paint", "navigation", "resource"]
+    missing = unavailable(firefox, "firefox")
+    assert missing == {"cls": "firefox has no 'layout-shift' performance entries",
+                       "tbt": "firefox has no 'longtask' performance entries"}  # fmt: skip
+    got = judge({"lcp": 100.0}, {"lcp": 2500, "tbt": 300}, missing)
+    assert got["lcp"]["passed"] is True
+    assert got["tbt"] == {"value": None, "budget": 300, "passed": None,
+                          "unavailable": missing["tbt"]}  # fmt: skip
+    assert unavailable([*firefox, "layout-shift", "longtask"], "chromium") == {}
 
 
 def test_violations_counted_per_impact_and_judged() -> None:

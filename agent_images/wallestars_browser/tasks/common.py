@@ -82,6 +82,7 @@ class Run:
     proxy_url: str  # every fetch of our own goes through the egress proxy too
     timeout_ms: float
     progress: Callable[[int], Awaitable[None]] = field(default=lambda _: _noop())
+    engine: str = "chromium"  # what some results depend on (performance entry types)
 
 
 async def _noop() -> None:

@@ -36,18 +36,40 @@ READ = """
     fcp: m.fcp || 0, lcp: m.lcp || 0, cls: m.cls || 0, tbt: m.tbt || 0,
     transferBytes: n ? n.transferSize : 0,
     resources: performance.getEntriesByType('resource').length,
+    supported: (typeof PerformanceObserver !== 'undefined'
+                && PerformanceObserver.supportedEntryTypes) || [],
   };
 }
 """
 
 SETTLE_SECONDS = 1.0  # LCP and layout shifts keep arriving a little after load
+# The performance entry type each observed metric needs; not every engine has them all
+# (Firefox has no layout-shift or longtask entries).
+ENTRY_TYPES = {"fcp": "paint", "lcp": "largest-contentful-paint", "cls": "layout-shift",
+               "tbt": "longtask"}  # fmt: skip
 
 
-def judge(values: dict[str, float], budgets: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Per budgeted metric: value, budget, passed (pure)."""
+def unavailable(supported: list[str], engine: str) -> dict[str, str]:
+    """Metrics this engine cannot measure, each with why (pure)."""
     return {
-        k: {"value": values[k], "budget": b, "passed": values[k] <= b} for k, b in budgets.items()
+        metric: f"{engine} has no {entry!r} performance entries"
+        for metric, entry in ENTRY_TYPES.items()
+        if entry not in supported
     }
+
+
+def judge(
+    values: dict[str, float], budgets: dict[str, float], missing: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per budgeted metric: value, budget, passed (pure). A metric the engine cannot
+    measure is neither passed nor failed: `passed` is None and `unavailable` says why."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, b in budgets.items():
+        if missing and k in missing:
+            out[k] = {"value": None, "budget": b, "passed": None, "unavailable": missing[k]}
+        else:
+            out[k] = {"value": values[k], "budget": b, "passed": values[k] <= b}
+    return out
 
 
 async def run(r: Run, p: Performance) -> Outcome:
@@ -58,12 +80,17 @@ async def run(r: Run, p: Performance) -> Outcome:
     await page.wait_for_load_state("load")
     await asyncio.sleep(SETTLE_SECONDS)
     raw = await page.evaluate(READ)
-    values = {k: round(float(raw[k]), 4 if k == "cls" else 1) for k in PERF_METRICS}
-    budgets = judge(values, p.thresholds)
-    failed = [k for k, v in budgets.items() if not v["passed"]]
+    missing = unavailable(list(raw["supported"]), r.engine)
+    values = {
+        k: round(float(raw[k]), 4 if k == "cls" else 1) for k in PERF_METRICS if k not in missing
+    }
+    budgets = judge(values, p.thresholds, missing)
+    failed = [k for k, v in budgets.items() if v["passed"] is False]
     data = {"url": page.url, "status": status, "metrics": values, "budgets": budgets,
             "transferBytes": raw["transferBytes"], "resources": raw["resources"],
             "lighthouse": "not run: the image has no Lighthouse"}  # fmt: skip
+    if missing:
+        data["unavailable"] = missing
     failure = None
     if failed:
         failure = "over budget: " + ", ".join(
