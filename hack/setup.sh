@@ -32,17 +32,28 @@ fi
 command -v go >/dev/null || { echo "setup: Go is required (see docs/local-cluster.md)" >&2; exit 1; }
 command -v kubectl >/dev/null || { echo "setup: kubectl is required on PATH" >&2; exit 1; }
 
-bash hack/build-tools.sh >/dev/null
-
-# The venv is rebuilt only when pyproject.toml changes.
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -U "pip>=25.1"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[cloud]' --group dev
-  rm -f .venv/.installed-* && touch "$stamp"
+# The venv and the images are mostly downloads and unpacking: they run while the Go
+# builds (CPU-bound, the longest part of a first run) compile, not after them.
+python_side() {
+  # The venv is rebuilt only when pyproject.toml changes.
+  stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+  if [ ! -f "$stamp" ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -U "pip>=25.1"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[cloud]' --group dev
+    rm -f .venv/.installed-* && touch "$stamp"
+  fi
+  # The images the real node runs, from our Dockerfiles on bases made from Debian's
+  # packages (hack/realnode/images.py): built once per content, cached outside the repo.
+  PYTHONPATH=hack .venv/bin/python hack/realnode/images.py >/dev/null
+}
+log=$(mktemp)
+python_side >"$log" 2>&1 &
+side=$!
+if ! bash hack/build-tools.sh >/dev/null; then
+  kill "$side" 2>/dev/null; wait "$side" 2>/dev/null; cat "$log" >&2; rm -f "$log"; exit 1
 fi
-
-# The images the real node runs, from our Dockerfiles on bases made from Debian's
-# packages (hack/realnode/images.py): built once per content, cached outside the repo.
-PYTHONPATH=hack .venv/bin/python hack/realnode/images.py >/dev/null
+if ! wait "$side"; then
+  echo "setup: the venv or the images failed:" >&2; cat "$log" >&2; rm -f "$log"; exit 1
+fi
+cat "$log" >&2; rm -f "$log"

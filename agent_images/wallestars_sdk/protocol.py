@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -160,12 +162,52 @@ def _finite(value: Any, path: str) -> None:
             _finite(v, f"{path}[{i}]")
 
 
-def parse_callback(raw: bytes) -> CallbackBody:
-    """The callback in ``raw``, or BodyError naming the field that is wrong."""
+@dataclass(frozen=True)
+class PlanContext:
+    """What a callback in the integration plan's format leaves out, from its URL."""
+
+    attempt: int
+    namespace: str | None = None
+    name: str | None = None
+
+
+def from_plan(value: Any, ctx: PlanContext) -> Any:
+    """A callback written to the integration plan's format, as ours (pure). Only for
+    callbacks signed with the plan's x-agent-* scheme, whose agents are JavaScript:
+    ``duration`` in milliseconds, ``timestamp`` as milliseconds since the epoch,
+    ``results.logs`` as an array of lines, no ``task`` or ``attempt`` (the URL has them).
+    Anything else is left for validation to judge."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    if "task" not in out and ctx.namespace and ctx.name:
+        out["task"] = {"namespace": ctx.namespace, "name": ctx.name}
+    out.setdefault("attempt", ctx.attempt)
+    ts = out.get("timestamp")
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 <= ts < 10**15:
+        out["timestamp"] = datetime.fromtimestamp(ts / 1000, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")  # fmt: skip
+    d = out.get("duration")
+    if isinstance(d, int | float) and not isinstance(d, bool):
+        out["duration"] = d / 1000
+    results = out.get("results")
+    if isinstance(results, dict) and isinstance(results.get("logs"), list):
+        lines = results["logs"]
+        if all(isinstance(x, str) for x in lines):
+            out["results"] = {**results, "logs": "\n".join(lines)}
+    return out
+
+
+def parse_callback(raw: bytes, plan: PlanContext | None = None) -> CallbackBody:
+    """The callback in ``raw``, or BodyError naming the field that is wrong. With
+    ``plan``, a body in the integration plan's format is read as ours (from_plan)."""
     from pydantic import ValidationError
 
     value = loads_strict(raw)
     _finite(value, "body")  # 1e999 parses as inf without passing parse_constant
+    if plan is not None:
+        value = from_plan(value, plan)
+        raw = json.dumps(value, separators=(",", ":")).encode()
     try:
         # Validated from the raw JSON (strict JSON mode: no "1" for 1, enums by value);
         # loads_strict above has already refused duplicate keys, NaN and deep nesting.

@@ -24,7 +24,7 @@ TOLERANCE_SECONDS = 300
 MAX_SIGNATURES = 8
 # Ids are opaque tokens; a dot would blur the boundaries of "id.timestamp.body".
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_TIMESTAMP = re.compile(r"[0-9]{1,13}")  # seconds, or milliseconds (13 digits) where allowed
 _HEX_SIG = re.compile(r"(?:sha256=)?([0-9a-f]{64})")
 
 # headers.getall(name) -> every value of that header (aiohttp's CIMultiDict has it)
@@ -84,10 +84,18 @@ def _one(getall: GetAll, name: str) -> str:
     return values[0]
 
 
-def _timestamp(text: str, now: float, tolerance: int) -> int:
+# A timestamp this large is milliseconds: as seconds it would be the year 5138.
+MILLIS_FROM = 10**11
+
+
+def _timestamp(text: str, now: float, tolerance: int, millis: bool = False) -> int:
+    """Whole seconds since the epoch; with ``millis`` (the plan's x-agent-timestamp, as
+    JavaScript's Date.now() gives) milliseconds are accepted too, told apart by size."""
     if not _TIMESTAMP.fullmatch(text):
         raise SignatureError("bad-timestamp", "the timestamp must be whole seconds since the epoch")
     ts = int(text)
+    if millis and ts >= MILLIS_FROM:
+        ts //= 1000
     if abs(now - ts) > tolerance:
         raise SignatureError("stale-timestamp", f"the timestamp is more than {tolerance}s from now")
     return ts
@@ -175,7 +183,7 @@ def verify(
         m = _HEX_SIG.fullmatch(_one(getall, "x-agent-signature"))
         if not m:
             raise SignatureError("bad-signature-header", "x-agent-signature must be 64 hex digits")
-        ts = _timestamp(ts_text, now, tolerance)
+        ts = _timestamp(ts_text, now, tolerance, millis=True)
         got = bytes.fromhex(m.group(1))
         if not any_match([got], (_mac(k, ts_text.encode(), body) for k in keys)):
             raise SignatureError("bad-signature", "no signature matches")

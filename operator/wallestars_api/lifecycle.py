@@ -44,6 +44,7 @@ TERMINAL = frozenset(
 )
 # An attempt is live (its agent may call back) only in these phases.
 LIVE = frozenset({Phase.DISPATCHED, Phase.RUNNING})
+STACK_LIMIT = 4096  # characters of an error's stack kept in status (the end of it)
 # What counts as a success in an Agent's successRate and on the dashboards' panels.
 SUCCESS_PHASES = (Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED)
 
@@ -184,7 +185,7 @@ def on_callback(
         else:
             err = cb.error
             assert err is not None  # parse_callback guarantees it for failures
-            f = failure(obj, err.code, err.message, err.retryable, now, rand, conds, rec)
+            f = failure(obj, err.code, err.message, err.retryable, now, rand, conds, rec, err.stack)
             patch.update(f.patch)
             conds, new_phase, action = f.conditions, f.phase, f.next_action
         rec["completionTime"] = t
@@ -291,6 +292,7 @@ def failure(
     rand: float,
     conds: list[dict[str, Any]],
     rec: dict[str, Any],
+    stack: str | None = None,
 ) -> Failure:
     """An attempt failed (callback, timeout, missing callback): retry it or end the task.
 
@@ -303,6 +305,10 @@ def failure(
     patch: dict[str, Any] = {
         "error": {"code": code[:128], "message": message[:4096], "retryable": retryable}
     }
+    if stack:  # the agent's own trace: its last lines say where
+        patch["error"]["stack"] = stack[-STACK_LIMIT:]
+    elif ((obj.get("status") or {}).get("error") or {}).get("stack"):
+        patch["error"]["stack"] = None  # an earlier attempt's (a merge patch keeps it)
     rec["outcome"] = Phase.FAILED.value
     rec["reason"] = code[:128]
     rec["message"] = message[:4096]

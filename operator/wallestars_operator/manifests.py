@@ -57,8 +57,13 @@ def attempt_name(task_name: str, uid: str, attempt: int) -> str:
     return f"{stem}-{digest}-a{attempt}"
 
 
-def callback_url(cfg: AttemptConfig, uid: str, attempt: int) -> str:
-    return f"{cfg.callback_base.rstrip('/')}/api/agent-callback?task={uid}&attempt={attempt}"
+def callback_url(cfg: AttemptConfig, meta: Mapping[str, Any], attempt: int) -> str:
+    """task and attempt name the signing key; namespace and name let an agent written to
+    the integration plan, whose body has only taskId, be matched to its AgentTask (the
+    service still checks that the task there has that UID)."""
+    base = cfg.callback_base.rstrip("/")
+    return (f"{base}/api/agent-callback?task={meta['uid']}&attempt={attempt}"
+            f"&namespace={meta['namespace']}&name={meta['name']}")  # fmt: skip
 
 
 def owner_reference(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,7 +96,7 @@ def attempt_env(
     """The WALLESTARS_* environment the SDK reads (docs/callbacks.md)."""
     meta, spec = task["metadata"], task["spec"]
     return {
-        "WALLESTARS_CALLBACK_URL": callback_url(cfg, meta["uid"], attempt),
+        "WALLESTARS_CALLBACK_URL": callback_url(cfg, meta, attempt),
         "WALLESTARS_TASK_UID": meta["uid"],
         "WALLESTARS_TASK_NAMESPACE": meta["namespace"],
         "WALLESTARS_TASK_NAME": meta["name"],
@@ -258,7 +263,7 @@ def invocation(
         # Lambda may deliver one event twice: the same key, and the webhook's id dedupe.
         "idempotencyKey": f"{meta['uid']}/{attempt}",
         "agentId": agent,
-        "callbackUrl": callback_url(cfg, meta["uid"], attempt),
+        "callbackUrl": callback_url(cfg, meta, attempt),
         "key": key_text,
         "timeoutSeconds": timeout,
         "deadline": ts(now + timedelta(seconds=timeout)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -138,6 +139,53 @@ async def test_seed_headers_are_accepted(webhook_service: WebhookService, kubect
         status, _ = await post(s, webhook_service.callback_url(uid, 1), raw, headers)
     assert status == 200
     assert kubectl.json("get", "agenttask", name)["status"]["progress"] == 5
+
+
+async def test_an_agent_written_to_the_plans_format_is_understood(
+    webhook_service: WebhookService, kubectl: Kubectl
+) -> None:
+    """The plan's body (no task or attempt: the URL carries them), its x-agent-* headers
+    with a millisecond timestamp, duration in ms, logs as lines, an error with a stack."""
+    name, uid = dispatched_task(kubectl, retries={"limit": 0})
+    url = f"{webhook_service.callback_url(uid, 1)}&namespace={kubectl.namespace}&name={name}"
+    key = webhook_service.key(uid, 1)
+
+    def plan_headers(raw: bytes) -> dict[str, str]:
+        ms = str(int(time.time() * 1000))
+        sig = hmac.new(key, ms.encode() + raw, hashlib.sha256).hexdigest()
+        return {"x-agent-id": "js-agent", "x-agent-timestamp": ms, "x-agent-signature": sig,
+                "Content-Type": "application/json"}  # fmt: skip
+
+    running = json.dumps({"taskId": uid, "agentId": "js-agent", "status": "running",
+                          "timestamp": int(time.time() * 1000), "progress": 40}).encode()  # fmt: skip
+    failed = json.dumps({
+        "taskId": uid, "agentId": "js-agent", "status": "failure",
+        "timestamp": int(time.time() * 1000), "duration": 1500,
+        "results": {"data": {"step": 2}, "logs": ["opening", "clicking", "gave up"]},
+        "error": {"code": "ElementMissing", "message": "no #buy button", "retryable": False,
+                  "stack": "Error: no #buy button\n" + "    at run (agent.js:10:5)\n" * 400}}).encode()  # fmt: skip
+    async with aiohttp.ClientSession() as s:
+        status, _ = await post(s, url, running, plan_headers(running))
+        assert status == 200
+        assert kubectl.json("get", "agenttask", name)["status"]["progress"] == 40
+        status, _ = await post(s, url, failed, plan_headers(failed))
+        assert status == 200
+    st = kubectl.json("get", "agenttask", name)["status"]
+    assert st["phase"] == "Failed" and st["error"]["code"] == "ElementMissing"
+    stack = st["error"]["stack"]
+    assert len(stack) == 4096 and stack.endswith("at run (agent.js:10:5)\n")  # its end, kept
+    assert st["result"]["logs"] == "opening\nclicking\ngave up"
+    assert st["result"]["data"] == {"step": 2}
+    # Without namespace and name in the URL the plan's body cannot be placed: 422, unchanged.
+    name2, uid2 = dispatched_task(kubectl)
+    key = webhook_service.key(uid2, 1)
+    bare = json.dumps({"taskId": uid2, "agentId": "js-agent", "status": "running"}).encode()
+    async with aiohttp.ClientSession() as s:
+        status, body_ = await post(
+            s, webhook_service.callback_url(uid2, 1), bare, plan_headers(bare)
+        )
+    assert status == 422 and "task" in json.dumps(body_)
+    assert kubectl.json("get", "agenttask", name2)["status"]["phase"] == "Dispatched"
 
 
 FORGERIES = [

@@ -80,6 +80,7 @@ def test_job_is_one_owned_restricted_attempt() -> None:
     assert (
         env["WALLESTARS_CALLBACK_URL"]
         == f"http://webhooks:8080/api/agent-callback?task={TASK['metadata']['uid']}&attempt=2"
+        "&namespace=demo&name=homepage-screenshot"
     )
     assert json.loads(env["WALLESTARS_PAYLOAD"]) == {"url": "https://example.com/"}
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
@@ -101,7 +102,7 @@ def test_invocation_payload() -> None:
         and inv["key"] == "whsec_k"
         and inv["deadline"] == "2026-01-01T00:02:00Z"
     )
-    assert inv["callbackUrl"].endswith("&attempt=3")
+    assert inv["callbackUrl"].endswith("&attempt=3&namespace=demo&name=homepage-screenshot")
 
 
 def test_default_image_and_the_clusters_ranges_reach_the_agent() -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from wallestars_sdk.protocol import INLINE_RESULT_LIMIT, BodyError, parse_callback
+from wallestars_sdk.protocol import INLINE_RESULT_LIMIT, BodyError, PlanContext, parse_callback
 
 GOOD: dict[str, Any] = {
     "taskId": "uid-1",
@@ -52,3 +52,34 @@ def test_good_body_parses() -> None:
 def test_bad_bodies_are_refused_with_where(body: bytes, message: str) -> None:
     with pytest.raises(BodyError, match=message.replace("(", r"\(")):
         parse_callback(body)
+
+
+def test_a_callback_in_the_plans_format_reads_as_ours() -> None:
+    """What an agent written from the integration plan sends (x-agent-* scheme): no task
+    or attempt (the URL has them), a millisecond timestamp and duration, logs as lines."""
+    plan = {"taskId": "u-1", "agentId": "js-agent", "status": "failure",
+            "timestamp": 1_796_300_000_123, "duration": 2_500,
+            "results": {"data": {"ok": False}, "logs": ["start", "loading page", "boom"]},
+            "error": {"code": "PageCrashed", "message": "boom", "stack": "Error: boom\n    at x.js:1"}}  # fmt: skip
+    cb = parse_callback(json.dumps(plan).encode(), PlanContext(3, "team", "shot"))
+    assert (cb.task.namespace, cb.task.name, cb.attempt) == ("team", "shot", 3)
+    assert cb.duration == 2.5
+    assert cb.timestamp == "2026-12-03T12:13:20.123Z"
+    assert cb.results is not None and cb.results.logs == "start\nloading page\nboom"
+    assert cb.error is not None and cb.error.stack == "Error: boom\n    at x.js:1"
+    # The body's own task and attempt win; a mismatch is then the service's to refuse.
+    own = {**plan, "task": {"namespace": "a", "name": "b"}, "attempt": 1}
+    cb = parse_callback(json.dumps(own).encode(), PlanContext(3, "team", "shot"))
+    assert (cb.task.name, cb.attempt) == ("b", 1)
+    # Without the plan's scheme nothing is reinterpreted: a bare body is refused, naming why.
+    with pytest.raises(BodyError, match="task"):
+        parse_callback(json.dumps(plan).encode())
+
+
+def test_the_plans_format_is_still_checked_field_by_field() -> None:
+    bad = {"taskId": "u-1", "agentId": "a", "status": "success", "results": {"logs": ["ok", 3]}}
+    with pytest.raises(BodyError, match=r"results\.logs"):
+        parse_callback(json.dumps(bad).encode(), PlanContext(1, "n", "t"))
+    no_place = {"taskId": "u-1", "agentId": "a", "status": "success"}
+    with pytest.raises(BodyError, match="task"):
+        parse_callback(json.dumps(no_place).encode(), PlanContext(1, None, None))

@@ -121,3 +121,27 @@ def test_seed_scheme() -> None:
     with pytest.raises(SignatureError) as e:
         verify([KEY], getall({}), BODY, NOW)
     assert e.value.reason == "missing-header"
+
+
+def test_the_plans_millisecond_timestamp_is_accepted_in_its_own_scheme_only() -> None:
+    ms = NOW * 1000 + 123  # JavaScript's Date.now(), signed as sent
+    h = {"x-agent-id": "a1", "x-agent-timestamp": str(ms),
+         "x-agent-signature": _seed_sig(KEY, str(ms), BODY)}  # fmt: skip
+    v = verify([KEY], getall(h), BODY, NOW)
+    assert v.scheme == "seed" and v.timestamp == NOW
+    stale = {**h, "x-agent-timestamp": str(ms - 301_000),
+             "x-agent-signature": _seed_sig(KEY, str(ms - 301_000), BODY)}  # fmt: skip
+    with pytest.raises(SignatureError, match="more than 300s"):
+        verify([KEY], getall(stale), BODY, NOW)
+    # Standard Webhooks stays whole seconds: milliseconds there are far in the future.
+    std = sign_headers([KEY], "msg_1", NOW, BODY)
+    std["webhook-timestamp"] = str(ms)
+    with pytest.raises(SignatureError):
+        verify([KEY], getall(std), BODY, NOW)
+
+
+def _seed_sig(key: bytes, ts_text: str, body: bytes) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(key, ts_text.encode() + body, hashlib.sha256).hexdigest()

@@ -31,6 +31,7 @@ from wallestars_sdk.protocol import (
     CallbackBody,
     CallbackResponse,
     CallbackStatus,
+    PlanContext,
     parse_callback,
 )
 from wallestars_sdk.signing import SignatureError, verify
@@ -157,8 +158,15 @@ class CallbackHandler:
         cached = self.answered.get(seen_key)
         if cached is not None:
             return web.json_response(cached), "duplicate"
+        # The plan's scheme (x-agent-*) is how an agent written to the integration plan
+        # signs: its body is read in the plan's format too (protocol.from_plan).
+        plan = (
+            PlanContext(attempt, request.query.get("namespace"), request.query.get("name"))
+            if v.scheme == "seed"
+            else None
+        )
         try:
-            cb = parse_callback(raw)
+            cb = parse_callback(raw, plan)
         except BodyError as e:
             return error(422, "invalid-body", str(e)), "invalid-body"
         if cb.taskId != uid or cb.attempt != attempt:
