@@ -209,7 +209,7 @@ def test_each_task_type_end_to_end(
 
     # performance: the metrics measured; the 300 ms long task breaks the TBT budget.
     perf = st["perf"]
-    assert perf["phase"] == "Failed" and perf["reason"] == "AssertionFailed", perf
+    assert perf["phase"] == "Failed" and perf["reason"] == "AssertionFailed", why(perf)
     m = perf["result"]["data"]["metrics"]
     assert (
         m["ttfb"] > 0 and m["fcp"] > 0 and m["lcp"] > 0 and m["load"] >= m["domContentLoaded"] > 0
