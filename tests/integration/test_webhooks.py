@@ -590,6 +590,10 @@ def test_health_readiness_and_metrics(webhook_service: WebhookService) -> None:
     ):
         assert name in text
     assert "uid" not in text.lower().replace("fluid", "")  # no task identities as labels
+    # Callback latency by the callback's status (this module's tests sent each kind).
+    latency = {line.split('status="')[1].split('"')[0] for line in text.splitlines()
+               if line.startswith("wallestars_callback_duration_seconds_count{")}  # fmt: skip
+    assert {"running", "success", "failure", "none"} <= latency, latency
 
 
 def test_not_ready_when_the_api_server_is_unreachable(

@@ -93,6 +93,9 @@ class Batch:
     items: list[Item] = field(default_factory=list)
 
 
+STATUS_KEY = "wallestars.callback-status"  # the body's status, for the latency metric
+
+
 def key_identity(request: web.Request) -> tuple[str, int]:
     """The (task UID, attempt) whose key must have signed: from the callback URL's query."""
     uid = request.query.getall("task", [])
@@ -141,7 +144,8 @@ class CallbackHandler:
             return resp
         finally:
             metrics.CALLBACKS.labels(verdict).inc()
-            metrics.CALLBACK_SECONDS.observe(time.perf_counter() - t0)
+            status = request.get(STATUS_KEY, "none")  # "none": refused before it was read
+            metrics.CALLBACK_SECONDS.labels(status).observe(time.perf_counter() - t0)
 
     async def handle(self, request: web.Request) -> tuple[web.StreamResponse, str]:
         try:
@@ -169,6 +173,7 @@ class CallbackHandler:
             cb = parse_callback(raw, plan)
         except BodyError as e:
             return error(422, "invalid-body", str(e)), "invalid-body"
+        request[STATUS_KEY] = cb.status.value
         if cb.taskId != uid or cb.attempt != attempt:
             # Signed with the key of another task or attempt: that key cannot speak for this one.
             return error(

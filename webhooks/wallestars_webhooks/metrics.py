@@ -7,7 +7,9 @@ from prometheus_client import Counter, Histogram
 CALLBACKS = Counter("wallestars_callbacks_total", "Callbacks received, by verdict.", ["verdict"])
 CALLBACK_SECONDS = Histogram(
     "wallestars_callback_duration_seconds",
-    "Time to answer a callback, Kubernetes API calls included.",
+    "Time to answer a callback, Kubernetes API calls included, by the callback's status "
+    "(running, success, failure, partial; none when refused before its body was read).",
+    ["status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 API_SECONDS = Histogram(
