@@ -14,6 +14,7 @@ An engine the image lacks is BrowserUnavailable: the user's choice, not retried.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from playwright.async_api import BrowserContext, Request, Route
 from .payloads import Viewport
 
 ENGINES = ("chromium", "firefox", "webkit")
+page_log = logging.getLogger("wallestars.page")
 
 # Chromium's switches: no own DNS (the proxy resolves), no side channels.
 CHROMIUM_ARGS = (
@@ -205,6 +207,9 @@ class Guard:
         # The browser itself refuses file:, chrome: and top-level data: navigations from a
         # page and says so only on the console.
         text = str(getattr(message, "text", "") or getattr(message, "error", ""))
+        kind = getattr(message, "type", "error")  # a page error (weberror) has no type
+        if kind in ("error", "warning"):  # into the attempt's log (agent.log)
+            page_log.info("page %s: %s", kind, text[:500])
         if any(m in text for m in REFUSALS):
             self.blocked.append(Blocked(text[:512], "refused by the browser"))
 

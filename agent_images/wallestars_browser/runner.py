@@ -9,6 +9,7 @@ period. Exit 0 means the final callback was acknowledged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -36,6 +37,8 @@ from .tasks import Evidence, Outcome, Run, TaskError, task
 
 log = logging.getLogger("wallestars.browser")
 
+ATTEMPT_LOG = "agent.log"  # wallestars_api.lifecycle links it from the attempt's record
+LOG_TAIL_BYTES = 64 * 1024
 INLINE_LIMIT = 24 * 1024  # status keeps ~32 KiB inline; the rest goes to result.json
 STOP_MARGIN_SECONDS = 4.0  # finish our own timeout this early, to upload before the Job's
 # A stopped task gets this long to save its evidence (the Job's pods get 30 s of grace).
@@ -67,6 +70,7 @@ class Attempt:
     denied: list[dict[str, str]] = field(default_factory=list)
     agent: AgentClient | None = None  # None: run without callbacks (tests, benchmarks)
     stop: asyncio.Event | None = None
+    log: LogTail | None = None  # the attempt's log, uploaded as agent.log
 
     async def progress(self, percent: int) -> None:
         """A running callback; one that answers `cancel` stops the attempt like SIGTERM."""
@@ -169,7 +173,33 @@ def inline(data: dict[str, Any], evidence: Evidence) -> dict[str, Any]:
             "keys": sorted(data)[:50]}  # fmt: skip
 
 
+class LogTail(logging.Handler):
+    """The attempt's own log lines, the last LOG_TAIL_BYTES of them, kept to upload as the
+    attempt's `agent.log` artifact: the pod's logs go with the pod, this stays."""
+
+    def __init__(self, limit: int = LOG_TAIL_BYTES) -> None:
+        super().__init__()
+        self.limit = limit
+        self.lines: collections.deque[str] = collections.deque()
+        self.size = 0
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)[: self.limit] + "\n"
+        self.lines.append(line)
+        self.size += len(line)
+        while self.size > self.limit and len(self.lines) > 1:
+            self.size -= len(self.lines.popleft())
+
+    def text(self) -> bytes:
+        return "".join(self.lines).encode()
+
+
 async def report(agent: AgentClient, a: Attempt, outcome: Outcome | BaseException) -> None:
+    if a.log is not None:
+        log.info("final: %s", type(outcome).__name__ if not isinstance(outcome, Outcome)
+                 else ("passed" if outcome.failure is None else f"failed: {outcome.failure}"))  # fmt: skip
+        a.evidence.add(ATTEMPT_LOG, a.log.text(), "text/plain; charset=utf-8")
     extra = {"blocked": a.guard.summary() + a.denied[:50]} if (a.guard.blocked or a.denied) else {}
     data: dict[str, Any] | None = extra or None
     if isinstance(outcome, Outcome):
@@ -227,7 +257,10 @@ async def main() -> int:
         except (payloads.PayloadError, ValueError) as e:
             return await final(agent.fail("UserError", f"bad payload: {e}", retryable=False))
         stop = asyncio.Event()
-        a = Attempt(s, agent=agent, stop=stop)
+        tail = LogTail()
+        logging.getLogger().addHandler(tail)
+        a = Attempt(s, agent=agent, stop=stop, log=tail)
+        log.info("attempt of a %s task in %s", s.task_type, s.browser)
         a.timings["startupMs"] = process_age_ms()
         # When the process started, by the node's clock (pod-start benchmarks line it up
         # with the Job's creation).

@@ -44,6 +44,7 @@ TERMINAL = frozenset(
 )
 # An attempt is live (its agent may call back) only in these phases.
 LIVE = frozenset({Phase.DISPATCHED, Phase.RUNNING})
+ATTEMPT_LOG = "agent.log"  # the artifact an agent keeps its output in, per attempt
 STACK_LIMIT = 4096  # characters of an error's stack kept in status (the end of it)
 # What counts as a success in an Agent's successRate and on the dashboards' panels.
 SUCCESS_PHASES = (Phase.SUCCEEDED, Phase.PARTIALLY_SUCCEEDED)
@@ -189,6 +190,12 @@ def on_callback(
             patch.update(f.patch)
             conds, new_phase, action = f.conditions, f.phase, f.next_action
         rec["completionTime"] = t
+        if results is not None:
+            # The attempt's own log (the agent's output), linked from its record so it
+            # outlives the pod and the next attempt's result.
+            logs = [a.uri for a in results.artifacts if a.name == ATTEMPT_LOG]
+            if logs:
+                rec["logs"] = logs[0]
         if new_phase in TERMINAL:
             patch["completionTime"] = t
             started = parse_ts(

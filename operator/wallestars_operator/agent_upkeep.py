@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from wallestars_api.events import EventQueue
 from wallestars_api.lifecycle import TERMINAL, phase_of
 
 from wallestars_operator import metrics, probes
 from wallestars_operator.agents import agent_conditions, agent_problem, heartbeat, statistics
 from wallestars_operator.cloud import Cloud
-from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import AttemptConfig
 from wallestars_operator.state import State

@@ -19,13 +19,13 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 from wallestars_api import logs
+from wallestars_api.events import EventQueue
 from wallestars_api.kubeclient import SA_DIR, KubeClient, in_cluster_server
 from wallestars_api.resources import GROUP, VERSION
 from wallestars_sdk.keys import parse_master_keys
 
 from wallestars_operator import metrics
 from wallestars_operator.config import Settings
-from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.leader import Leader
 from wallestars_operator.manifests import AttemptConfig
@@ -67,7 +67,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     client = KubeClient.from_env(s.kubeconfig, limiter=bucket, connections=32)
     _closers.append(client)
     kube = Kube(client)
-    events = EventQueue(kube.event)
+    events = EventQueue(kube.event, dropped=metrics.EVENTS_DROPPED.inc)
     events.start()
     _closers.append(events)
     masters = parse_master_keys(s.master_keys_file.read_text())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from wallestars_api.events import send_event
 from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
 from wallestars_api.resources import AGENTS, AGENTTASKS, API_VERSION
 
@@ -108,31 +107,8 @@ class Kube:
     async def event(
         self, ref: Mapping[str, str], reason: str, message: str, warning: bool = False
     ) -> None:
-        """A Kubernetes Event on the object ``ref`` names (events.reference; kubectl
-        describe shows it)."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        ev = {
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{ref['name'][:200]}.{uuid.uuid4().hex[:16]}",
-                "namespace": ref["namespace"],
-            },
-            "eventTime": now,
-            "reportingController": "agents.wallestars.io/operator",
-            "reportingInstance": "wallestars-operator",
-            "action": reason,
-            "reason": reason,
-            "type": "Warning" if warning else "Normal",
-            "note": message[:1024],
-            "regarding": dict(ref),
-        }
-        try:
-            await self.c.request(
-                "POST", f"/apis/events.k8s.io/v1/namespaces/{ref['namespace']}/events", ev
-            )
-        except ApiError as e:  # an Event is worth a log line, never a failed reconcile
-            log.warning("event %s on %s/%s: %s", reason, ref["namespace"], ref["name"], e)
+        """A Kubernetes Event on the object ``ref`` names (events.reference)."""
+        await send_event(self.c, "operator", ref, reason, message, warning)
 
     @staticmethod
     def _ignore(*codes: int) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from wallestars_api import taskmetrics
+from wallestars_api.events import EventQueue
 from wallestars_api.kubeclient import ApiError
 from wallestars_api.lifecycle import (
     Phase,
@@ -40,7 +41,6 @@ from wallestars_sdk.keys import derive_attempt_key, encode_key
 from wallestars_operator import metrics
 from wallestars_operator.agent_upkeep import AgentUpkeep
 from wallestars_operator.cloud import Cloud
-from wallestars_operator.events import EventQueue
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import AttemptConfig, attempt_name, browser_job, key_secret
 from wallestars_operator.ratelimit import TokenBucket

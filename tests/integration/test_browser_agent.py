@@ -206,6 +206,9 @@ def test_each_task_type_end_to_end(
     png(get("e2e", "step-8.png"))
     with zipfile.ZipFile(io.BytesIO(get("e2e", "trace.zip"))) as z:
         assert z.testzip() is None and any(n.endswith(".trace") for n in z.namelist())
+    # The attempt's own log, linked from its record, outlives the pod.
+    log_text = download(webhook_service.url, e2e["attempts"][0]["logs"], token).decode()
+    assert "attempt of a e2e-test task in chromium" in log_text and "final: passed" in log_text
 
     # performance: the metrics measured; the 300 ms long task breaks the TBT budget.
     perf = st["perf"]

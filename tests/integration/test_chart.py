@@ -204,6 +204,7 @@ def test_least_privilege_as_the_api_server_sees_it(k: Kubectl) -> None:
     )
     assert can(k, wh, "patch", "agenttasks.agents.wallestars.io", "--subresource=status")
     assert can(k, wh, "create", "tokenreviews.authentication.k8s.io")
+    assert can(k, wh, "create", "events.events.k8s.io")  # the transitions it writes
     for refused in (("create", "jobs"), ("get", "secrets"), ("list", "secrets"),
                     ("patch", "agenttasks.agents.wallestars.io"), ("update", "agenttasks.agents.wallestars.io"),
                     ("delete", "agenttasks.agents.wallestars.io"), ("create", "pods")):  # fmt: skip

@@ -128,6 +128,19 @@ async def test_progress_then_success_updates_status(
     )  # fmt: skip
     assert len(st_["callbacks"]) == 3 and all(c["verdict"] == "accepted" for c in st_["callbacks"])
 
+    # One Event per transition the service wrote (Running, Succeeded), none per progress
+    # report, from its own reportingController.
+    def ours() -> list[dict[str, Any]]:
+        evs = kubectl.json("get", "events.events.k8s.io")["items"]
+        return [e for e in evs if e["regarding"]["name"] == name
+                and e.get("reportingController") == "agents.wallestars.io/webhooks"]  # fmt: skip
+
+    evs = wait_for("the service's Events", lambda: e if len(e := ours()) >= 2 else None, timeout=20)
+    await asyncio.sleep(1)  # nothing more follows
+    evs = ours()
+    assert sorted(e["reason"] for e in evs) == ["AgentRunning", "Succeeded"], evs
+    assert all(e["type"] == "Normal" and e["regarding"]["uid"] == uid for e in evs)
+
 
 async def test_seed_headers_are_accepted(webhook_service: WebhookService, kubectl: Kubectl) -> None:
     name, uid = dispatched_task(kubectl)

@@ -270,3 +270,22 @@ def test_network_policy_reads_every_field_of_the_agents_crd() -> None:
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     network = spec["properties"]["browser"]["properties"]["network"]["properties"]
     assert set(network) == {f.alias or n for n, f in NetworkPolicy.model_fields.items()}
+
+
+def test_the_attempts_log_keeps_its_last_lines_within_the_limit() -> None:
+    import logging
+
+    from wallestars_browser.runner import LogTail
+
+    tail = LogTail(limit=1000)
+    lg = logging.getLogger("test.logtail")
+    lg.addHandler(tail)
+    lg.setLevel(logging.INFO)
+    try:
+        for i in range(200):
+            lg.info("line %03d", i)
+    finally:
+        lg.removeHandler(tail)
+    text = tail.text().decode()
+    assert len(tail.text()) <= 1000 and text.endswith("line 199\n")
+    assert "line 000" not in text and text.count("\n") == len(tail.lines)

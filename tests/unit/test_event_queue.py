@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wallestars_operator.events import EventQueue, reference
+from wallestars_api.events import EventQueue, reference
 
 
 def big_task() -> dict[str, Any]:

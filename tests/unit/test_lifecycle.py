@@ -254,3 +254,24 @@ def test_evidence_sent_before_the_operator_wrote_cancelled_is_kept_too() -> None
         NextAction.CANCEL,
         None,
     )
+
+
+def test_each_attempts_log_is_linked_from_its_record_and_an_old_stack_is_dropped() -> None:
+    """agent.log stays reachable per attempt after a retry replaces the result; a stack
+    belongs to the failure that sent it, not to a later one without."""
+    t = task(retries={"limit": 2, "backoffSeconds": 1})
+    log1 = {"name": "agent.log", "uri": "/api/artifacts/ns/t/uid-1/1/agent.log", "size": 10}
+    out = on_callback(t, cb("failure", error={"code": "Boom", "message": "no", "stack": "Trace\n at x"},
+                            results={"artifacts": [log1]}), "m1", NOW, 0.0)  # fmt: skip
+    t = apply(t, out.patch)
+    assert t["status"]["phase"] == "Retrying"
+    assert t["status"]["attempts"][0]["logs"] == log1["uri"]
+    assert t["status"]["error"]["stack"] == "Trace\n at x"
+    # Attempt 2 fails without a stack: the merge patch deletes the old one.
+    t["status"] |= {"phase": "Running", "attempt": 2,
+                    "attempts": [*t["status"]["attempts"], {"attempt": 2}]}  # fmt: skip
+    out = on_callback(t, cb("failure", attempt=2, error={"code": "Boom2", "message": "again"}),
+                      "m2", NOW, 0.0)  # fmt: skip
+    assert out.patch is not None and out.patch["error"]["stack"] is None
+    assert "logs" not in out.patch["attempts"][1]
+    assert out.patch["attempts"][0]["logs"] == log1["uri"]  # attempt 1's, kept

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wallestars_api.events import EventQueue
 from wallestars_api.kubeclient import ApiError
-from wallestars_operator.events import EventQueue
 from wallestars_operator.executors import DispatchError, HttpExecutor
 from wallestars_operator.manifests import AttemptConfig
 from wallestars_operator.reconcile import HOUSEKEEPING_IN_FLIGHT, Reconciler

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from wallestars_api.events import EventQueue
 from wallestars_sdk.keys import parse_master_keys
 
+from wallestars_webhooks import metrics as metrics_
 from wallestars_webhooks.artifacts import ArtifactHandlers, FilesystemStore, S3Store, Store
 from wallestars_webhooks.callbacks import CallbackHandler
 from wallestars_webhooks.config import Settings
@@ -61,7 +63,9 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         k = kube or Kube(make_client(s.kubeconfig))
-        callbacks = CallbackHandler(k, masters, s)
+        events = EventQueue(k.event, dropped=metrics_.EVENTS_DROPPED.inc)
+        events.start()
+        callbacks = CallbackHandler(k, masters, s, events)
         arts = ArtifactHandlers(k, masters, make_store(s), s, spool_dir(s))
         handlers["callback"] = callbacks
         handlers["put"] = arts.put
@@ -77,6 +81,7 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await events.close()
         if kube is None:
             await k.client.close()
 

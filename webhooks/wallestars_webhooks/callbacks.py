@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from wallestars_api import taskmetrics
+from wallestars_api.events import EventQueue
 from wallestars_api.lifecycle import CallbackOutcome, fold_callbacks
 from wallestars_api.objects import without_bookkeeping
 from wallestars_sdk.keys import attempt_keys
@@ -93,6 +94,7 @@ class Batch:
     items: list[Item] = field(default_factory=list)
 
 
+WARNING_PHASES = frozenset({"Failed", "TimedOut", "Retrying"})
 STATUS_KEY = "wallestars.callback-status"  # the body's status, for the latency metric
 
 
@@ -110,8 +112,13 @@ def key_identity(request: web.Request) -> tuple[str, int]:
 
 
 class CallbackHandler:
-    def __init__(self, kube: Kube, masters: list[bytes], settings: Any) -> None:
+    def __init__(
+        self, kube: Kube, masters: list[bytes], settings: Any, events: EventQueue | None = None
+    ) -> None:
         self.kube = kube
+        # One Event per transition this service writes (Running, the terminal phases,
+        # Retrying), so callback-driven history shows in `kubectl describe` too.
+        self.events = events
         self.masters = masters
         self.s = settings
         self.buckets = TokenBuckets(settings.task_rate_per_second, settings.task_burst)
@@ -355,9 +362,18 @@ class CallbackHandler:
                             "task %s/%s %s -> %s", ns, name, *out.transition,
                             extra={"fields": {"namespace": ns, "task": name, "attempt": cb.attempt, "webhookId": wid}},
                         )  # fmt: skip
+                        self.announce(stored, out)
             return [self.answer(ns, name, item, out) for item, out in zip(items, outs, strict=True)]
         conflict = refusal(503, "conflict", "the task kept changing; try again", 1)
         return [conflict] * len(items)
+
+    def announce(self, stored: Mapping[str, Any], out: CallbackOutcome) -> None:
+        if self.events is None or out.transition is None or out.patch is None:
+            return
+        to = out.transition[1]
+        reason = str(out.patch.get("reason") or to)
+        message = str(out.patch.get("message") or f"{out.transition[0]} -> {to}")
+        self.events.post(stored, reason, message, to in WARNING_PHASES)
 
     def answer(self, ns: str, name: str, item: Item, out: CallbackOutcome) -> Answer:
         cb, _, seen_key = item

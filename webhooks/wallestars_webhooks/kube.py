@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wallestars_api.events import send_event
 from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
 from wallestars_api.resources import AGENTTASKS, API_VERSION, GROUP
 
@@ -21,7 +22,8 @@ def status_path(namespace: str, name: str) -> str:
 
 
 class Kube:
-    """get/patch of agenttasks/status, TokenReview and SubjectAccessReview: nothing else."""
+    """get/patch of agenttasks/status, Events, TokenReview and SubjectAccessReview:
+    nothing else."""
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
@@ -43,6 +45,12 @@ class Kube:
         """
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         return await self.client.request("PATCH", status_path(namespace, name), body, MERGE_PATCH)
+
+    async def event(
+        self, ref: Mapping[str, str], reason: str, message: str, warning: bool = False
+    ) -> None:
+        """An Event announcing a transition this service wrote (wallestars_api.events)."""
+        await send_event(self.client, "webhooks", ref, reason, message, warning)
 
     async def review_token(self, token: str) -> tuple[str, list[str], Mapping[str, Any]] | None:
         """(user, groups, extra) if the API server vouches for the bearer token."""

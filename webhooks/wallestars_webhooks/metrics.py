@@ -28,3 +28,6 @@ COALESCED = Counter(
 )
 ARTIFACTS = Counter("wallestars_artifacts_total", "Artifact requests, by verdict.", ["verdict"])
 ARTIFACT_BYTES = Counter("wallestars_artifact_bytes_total", "Bytes of artifacts stored.")
+EVENTS_DROPPED = Counter(
+    "wallestars_webhook_events_dropped", "Events not sent because the Event queue was full."
+)

@@ -1,9 +1,10 @@
-"""Kubernetes Events sent off the reconcile path.
+"""Kubernetes Events, sent off the path that made the transition they announce.
 
 A transition is written first; its Event follows from a bounded queue drained by a few
-workers, so dispatch never waits for an Event (like client-go's event recorder). When
-the queue is full the newest Event is dropped and counted: Events are best effort,
-the status is the record.
+workers, so neither a dispatch (operator) nor a callback's answer (webhook service)
+waits for an Event (like client-go's event recorder). When the queue is full the newest
+Event is dropped and counted: Events are best effort, the status is the record. Both
+components use this one implementation, each under its own reportingController.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from wallestars_api.kubeclient import ApiError, KubeClient
 from wallestars_api.resources import API_VERSION
 
-from wallestars_operator import metrics
-
-log = logging.getLogger("wallestars.operator")
+log = logging.getLogger("wallestars.events")
 
 DRAIN_SECONDS = 5.0  # on shutdown, how long queued Events may still go out
 Send = Callable[[Mapping[str, Any], str, str, bool], Awaitable[None]]
@@ -36,9 +38,49 @@ def reference(obj: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def event_object(
+    ref: Mapping[str, str], reason: str, message: str, warning: bool, controller: str,
+    now: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """An events.k8s.io/v1 Event about the object ``ref`` names (kubectl describe shows it)."""
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{ref['name'][:200]}.{uuid.uuid4().hex[:16]}",
+            "namespace": ref["namespace"],
+        },
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "reportingController": f"agents.wallestars.io/{controller}",
+        "reportingInstance": f"wallestars-{controller}",
+        "action": reason,
+        "reason": reason,
+        "type": "Warning" if warning else "Normal",
+        "note": message[:1024],
+        "regarding": dict(ref),
+    }
+
+
+async def send_event(
+    client: KubeClient, controller: str, ref: Mapping[str, str], reason: str, message: str,
+    warning: bool = False,
+) -> None:  # fmt: skip
+    ev = event_object(ref, reason, message, warning, controller, datetime.now(UTC))
+    try:
+        await client.request(
+            "POST", f"/apis/events.k8s.io/v1/namespaces/{ref['namespace']}/events", ev
+        )
+    except ApiError as e:  # an Event is worth a log line, never a failed transition
+        log.warning("event %s on %s/%s: %s", reason, ref["namespace"], ref["name"], e)
+
+
 class EventQueue:
-    def __init__(self, send: Send, size: int = 10_000, workers: int = 4) -> None:
+    def __init__(
+        self, send: Send, size: int = 10_000, workers: int = 4,
+        dropped: Callable[[], None] = lambda: None,
+    ) -> None:  # fmt: skip
         self.send = send
+        self.dropped = dropped
         self.queue: asyncio.Queue[tuple[Mapping[str, Any], str, str, bool]] = asyncio.Queue(size)
         self.n_workers = workers
         self.workers: list[asyncio.Task[None]] = []
@@ -50,7 +92,7 @@ class EventQueue:
         try:
             self.queue.put_nowait((reference(obj), reason, message, warning))
         except asyncio.QueueFull:
-            metrics.EVENTS_DROPPED.inc()
+            self.dropped()
             log.warning("event queue full; dropped %s on %s", reason, obj["metadata"]["name"])
 
     def start(self) -> None:
