@@ -95,7 +95,7 @@ class Batch:
 
 
 WARNING_PHASES = frozenset({"Failed", "TimedOut", "Retrying"})
-STATUS_KEY = "wallestars.callback-status"  # the body's status, for the latency metric
+STATUS_KEY = web.RequestKey("wallestars.callback-status", str)  # for the latency metric
 
 
 def key_identity(request: web.Request) -> tuple[str, int]:
