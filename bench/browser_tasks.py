@@ -1,6 +1,7 @@
 """Browser agent benchmark: each task type's latency and memory, beside bare Playwright.
 
     .venv/bin/python bench/browser_tasks.py [--runs 7] [--types screenshot,scrape,...]
+        [--browser chromium|firefox]
 
 One attempt = `python -m wallestars_browser` as a process (the Job's entrypoint) with an
 attempt's environment, against the real webhook service on a local control plane (the
@@ -132,6 +133,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--types", default="screenshot,scrape,e2e-test,performance,accessibility")
+    p.add_argument("--browser", choices=["chromium", "firefox"], default="chromium",
+                   help="the agent's engine (firefox: Debian's firefox-esr over WebDriver BiDi); "
+                        "the bare script stays Chromium, the reference for both")  # fmt: skip
     a = p.parse_args()
     chromium = shutil.which("chromium")
     assert chromium, "needs Debian's chromium (hack/setup.sh)"
@@ -152,7 +156,8 @@ def main() -> None:
             "the site",
             lambda: subprocess.run(["curl", "-sf", site], capture_output=True).returncode == 0,
         )
-        base_env = {**os.environ, "WALLESTARS_CHROMIUM": chromium,
+        base_env = {**os.environ, "WALLESTARS_CHROMIUM": chromium, "WALLESTARS_BROWSER": a.browser,
+                    "WALLESTARS_FIREFOX": shutil.which("firefox-esr") or "",
                     "WALLESTARS_SMOKESCREEN": str(smokescreen),
                     "WALLESTARS_NETWORK": json.dumps({"allowPrivateAddresses": [f"127.0.0.1:{port}"]}),
                     "WALLESTARS_AGENT_ID": "bench", "WALLESTARS_ATTEMPT": "1",
@@ -194,7 +199,8 @@ def main() -> None:
                 "runs": a.runs,
             }  # fmt: skip
             print(json.dumps({kind: results[kind]}), flush=True)
-        print(json.dumps({"results": results, "cores": os.cpu_count()}, indent=1))
+        print(json.dumps({"browser": a.browser, "results": results, "cores": os.cpu_count()},
+                         indent=1))  # fmt: skip
     finally:
         if svc is not None:
             svc.stop()
