@@ -27,6 +27,7 @@ from playwright.async_api import async_playwright
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from wallestars_sdk import AgentClient
+from wallestars_sdk import secrets as task_secrets
 from wallestars_sdk.client import CallbackRejected
 from wallestars_sdk.protocol import Artifact
 
@@ -253,7 +254,16 @@ async def main() -> int:
     s = RunnerSettings()
     async with AgentClient.from_env() as agent:
         try:
-            payload = payloads.parse(s.task_type, json.loads(s.payload))
+            # Secrets by reference: their values came through the pod spec; folded in
+            # here, and redacted from everything the client sends back.
+            values = task_secrets.from_env()
+            agent.redactor = task_secrets.Redactor(values.values())
+            raw = task_secrets.resolve(json.loads(s.payload), values.__getitem__)
+            payload = payloads.parse(s.task_type, raw)
+        except KeyError as e:
+            return await final(
+                agent.fail("UserError", f"no value for the secret {e}", retryable=False)
+            )
         except (payloads.PayloadError, ValueError) as e:
             return await final(agent.fail("UserError", f"bad payload: {e}", retryable=False))
         stop = asyncio.Event()

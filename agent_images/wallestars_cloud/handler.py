@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from wallestars_sdk import AgentClient
+from wallestars_sdk import secrets as task_secrets
 from wallestars_sdk.client import AgentConfig, CallbackRejected
 from wallestars_sdk.keys import decode_key
 
@@ -36,6 +37,9 @@ class Invocation(BaseModel):
     timeoutSeconds: int = 300
     deadline: str | None = None
     idempotencyKey: str = ""
+    # Values of the Secrets the payload refers to ("name/key" -> value; only from Secrets
+    # that opted in, and only sent over https): folded into the payload, never echoed.
+    secrets: dict[str, str] = {}
 
 
 class Failed(Exception):
@@ -72,6 +76,14 @@ def client(inv: Invocation) -> AgentClient:
     return AgentClient(config, decode_key(inv.key))
 
 
+def secret_value(values: dict[str, str], ref: tuple[str, str]) -> str:
+    try:
+        return values[f"{ref[0]}/{ref[1]}"]
+    except KeyError:
+        raise Failed("UserError", f"the invocation carries no value for Secret {ref[0]} key "
+                     f"{ref[1]}") from None  # fmt: skip
+
+
 async def handle(event: dict[str, Any]) -> str:
     """Run the invocation ``event``; returns how it ended (for the provider's log)."""
     from wallestars_cloud import tasks  # noqa: F401 (registers the built-in task types)
@@ -83,13 +95,15 @@ async def handle(event: dict[str, Any]) -> str:
         log.error("not a Wallestars invocation: %s", e)
         return "invalid-invocation"
     async with client(inv) as agent:
+        agent.redactor = task_secrets.Redactor(inv.secrets.values())
         try:
+            payload = task_secrets.resolve(inv.payload, lambda r: secret_value(inv.secrets, r))
             fn = TASKS.get(inv.type)
             if fn is None:
                 raise Failed("UserError", f"task type {inv.type!r} is not known to this function "
                              f"(known: {sorted(TASKS)})")  # fmt: skip
             await agent.progress(10)
-            data = await fn(inv.payload, inv)
+            data = await fn(payload, inv)
             await agent.succeed(data)
             return "succeeded"
         except Failed as e:

@@ -41,6 +41,7 @@ from wallestars_sdk.protocol import (
     Results,
     TaskRef,
 )
+from wallestars_sdk.secrets import Redactor
 from wallestars_sdk.signing import sign_headers, sign_seed
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -82,6 +83,9 @@ class AgentClient:
         self._own_session = session is None
         self.started = time.monotonic()
         self.cancelled = False  # set once the service answers nextAction=cancel
+        # The task's secret values (wallestars_sdk.secrets): redacted from every callback
+        # and text artifact this client sends, whatever code produced them.
+        self.redactor = Redactor()
 
     @classmethod
     def from_env(cls) -> AgentClient:
@@ -173,7 +177,7 @@ class AgentClient:
         """POST one callback: signed, retried with backoff, acknowledged or raised. A final
         result is retried until the attempt's deadline (an overloaded service answers 503
         with Retry-After); a progress report only ``send_attempts`` times."""
-        raw = body.model_dump_json(exclude_none=True).encode()
+        raw = self.redactor.raw(body.model_dump_json(exclude_none=True).encode())
         webhook_id = webhook_id or "msg_" + secrets.token_hex(16)
         final = body.status != CallbackStatus.RUNNING
         _, text = await self._deliver(
@@ -237,6 +241,7 @@ class AgentClient:
     ) -> Artifact:
         """Store a file with the service; returns the reference to put in a result."""
         raw = content.read_bytes() if isinstance(content, Path) else content
+        raw = self.redactor.artifact(raw, content_type)
         _, text = await self._deliver(
             "PUT",
             self.artifact_url(name),

@@ -126,11 +126,12 @@ class KubeClient:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         if self._limiter is not None:
             await self._limiter.take()
         self.calls += 1
-        headers = {"Accept": "application/json", **self._auth()}
+        headers = {"Accept": accept, **self._auth()}
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":"))

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from wallestars_api.kubeclient import ApiError
 from wallestars_api.resources import LABEL_CREDENTIAL
+from wallestars_sdk import secrets as task_secrets
 
 from wallestars_operator import metrics
 from wallestars_operator.executors import DispatchError, Executors, encode
@@ -29,6 +30,10 @@ log = logging.getLogger("wallestars.operator.cloud")
 
 class SecretRefused(DispatchError):
     """A Secret an Agent names cannot be used: missing, forbidden or not opted in."""
+
+
+class TaskSecretRefused(SecretRefused):
+    """A Secret the task's payload names is missing, lacks the key or did not opt in."""
 
 
 class SecretUnavailable(Exception):
@@ -132,6 +137,16 @@ class Cloud:
         ns = meta["namespace"]
         outcome = "error"
         try:
+            # Secrets the payload names: read here (opted-in ones only) and carried in the
+            # invocation, which goes only to https functions (agents.agent_problem).
+            for name, key in task_secrets.references(body["payload"]):
+                try:
+                    value = await self.secret_value(ns, name, key)
+                except SecretRefused as e:
+                    raise TaskSecretRefused(f"{e} (named in spec.payload)") from e
+                if value is None:
+                    raise TaskSecretRefused(f"Secret {ns}/{name} has no key {key}")
+                body.setdefault("secrets", {})[f"{name}/{key}"] = value
             await self.executors.of(provider).invoke(
                 cloud, encode(body), lambda name, key: self.secret_value(ns, name, key)
             )
@@ -140,6 +155,8 @@ class Cloud:
             # Nothing was sent: invoked again later (upkeep's Invoke row), not failed.
             self.invoked.discard((meta["uid"], attempt))
             log.warning("invoking %s/%s attempt %d: %s", ns, meta["name"], attempt, e)
+        except TaskSecretRefused as e:  # the task's own Secret: fixed by its owner, not a retry
+            self.refused[meta["uid"]] = Refusal(attempt, "SecretRefused", str(e), False)
         except (DispatchError, aiohttp.ClientError, TimeoutError) as e:
             self.refused[meta["uid"]] = Refusal(attempt, "DispatchFailed",
                                                 str(e) or type(e).__name__, True)  # fmt: skip

@@ -98,6 +98,19 @@ class Kube:
             raise
         return s
 
+    async def secret_metadata(self, ns: str, name: str) -> dict[str, Any] | None:
+        """A Secret's metadata only (the API server sends no data), or None if missing:
+        how the operator checks the opt-in label of a Secret it only names."""
+        try:
+            return await self.c.request(
+                "GET", f"/api/v1/namespaces/{ns}/secrets/{name}",
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )  # fmt: skip
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+
     async def patch_agent_status(self, ns: str, name: str, status: Mapping[str, Any]) -> None:
         path = f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTS}/{name}/status"
         await self._ignore(404)(

@@ -16,6 +16,7 @@ from typing import Any
 
 from wallestars_api.lifecycle import ts
 from wallestars_api.resources import API_VERSION, GROUP
+from wallestars_sdk import secrets as task_secrets
 
 DEFAULT_COMMAND = ["python", "-m", "wallestars_browser"]
 KEY_DIR = "/var/run/wallestars/key"
@@ -137,6 +138,7 @@ def browser_job(
     lbl = labels(task, attempt, agent)
     env = [{"name": k, "value": v} for k, v in attempt_env(task, attempt, agent, cfg).items()]
     env.append({"name": "WALLESTARS_KEY_FILE", "value": f"{KEY_DIR}/key"})
+    env += secret_env(spec.get("payload") or {})
     template = agent_pod(browser, cfg, env, lbl, key_secret=name)
     return {
         "apiVersion": "batch/v1",
@@ -164,6 +166,19 @@ def browser_job(
             "template": template,
         },
     }
+
+
+def secret_env(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The payload's Secrets by reference, each into the agent's environment straight from
+    the Secret (the kubelet reads it; the operator only names it), with their order."""
+    refs = task_secrets.references(payload)
+    if not refs:
+        return []
+    return [
+        {"name": task_secrets.REFS_ENV, "value": json.dumps(refs, separators=(",", ":"))},
+        *({"name": f"{task_secrets.SECRET_ENV}{i}",
+           "valueFrom": {"secretKeyRef": {"name": n, "key": k}}} for i, (n, k) in enumerate(refs)),
+    ]  # fmt: skip
 
 
 def agent_pod(

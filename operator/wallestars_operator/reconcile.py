@@ -36,11 +36,12 @@ from wallestars_api.lifecycle import (
     phase_of,
     wait,
 )
+from wallestars_sdk import secrets as task_secrets
 from wallestars_sdk.keys import derive_attempt_key, encode_key
 
 from wallestars_operator import metrics
 from wallestars_operator.agent_upkeep import AgentUpkeep
-from wallestars_operator.cloud import Cloud
+from wallestars_operator.cloud import Cloud, not_opted_in_message, opted_in
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import AttemptConfig, attempt_name, browser_job, key_secret
 from wallestars_operator.ratelimit import TokenBucket
@@ -384,6 +385,11 @@ class Reconciler(AgentUpkeep):
         meta, status = obj["metadata"], obj.get("status") or {}
         attempt = int(status["attempt"])
         name = agent["metadata"]["name"]
+        why = await self.secrets_refused(obj)
+        if why is not None:
+            self.cloud.refused[meta["uid"]] = Refusal(attempt, "SecretRefused", why, False)
+            self.state.wake.set()
+            return
         made = (
             ("key Secret", self.kube.create_secret,
              key_secret(obj, attempt, name, self.key_text(meta["uid"], attempt))),
@@ -404,6 +410,18 @@ class Reconciler(AgentUpkeep):
                 )
                 self.state.wake.set()
                 return
+
+    async def secrets_refused(self, obj: Mapping[str, Any]) -> str | None:
+        """Why a browser attempt may not use the Secrets its payload names, or None. Each
+        must exist and opt in; only its metadata is read (the kubelet reads the value)."""
+        ns = obj["metadata"]["namespace"]
+        for name, _ in task_secrets.references((obj.get("spec") or {}).get("payload") or {}):
+            meta = await self.kube.secret_metadata(ns, name)
+            if meta is None:
+                return f"Secret {ns}/{name} (named in spec.payload) does not exist"
+            if not opted_in(meta):
+                return not_opted_in_message(ns, name)
+        return None
 
 
 def jitter() -> float:

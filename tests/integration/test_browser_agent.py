@@ -21,6 +21,7 @@ from harness import (
     Kubectl,
     OperatorProcess,
     WebhookService,
+    credential_secret,
     download,
     install_chart_rbac,
     phase_is,
@@ -455,3 +456,57 @@ def test_an_engine_the_image_lacks_is_reported_by_the_probe_before_any_task_is_s
     events = kubectl.json("get", "events", "--field-selector",
                           "involvedObject.kind=Agent,involvedObject.name=kit")["items"]  # fmt: skip
     assert any(e["reason"] == "BrowserUnavailable" and e["type"] == "Warning" for e in events)
+
+
+def test_a_password_by_reference_is_typed_and_appears_in_no_output(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    """An e2e fill from a Secret (valueFrom): the kubelet hands the value to the agent's
+    container; the page echoes it back ("Thanks, <it>") and puts it in its URL; no status,
+    Event, log line or artifact (result, agent.log, the trace's files) holds it."""
+    s = site[0]
+    secret_value = "pw-9d81c4e2aa"
+    credential_secret(kubectl, "login", password=secret_value)
+    create(kubectl, "secret-fill", "e2e-test", {"url": f"{s.url}/form", "steps": [
+        {"action": "fill", "selector": "#name",
+         "valueFrom": {"secretKeyRef": {"name": "login", "key": "password"}}},
+        {"action": "click", "selector": "#submit"},
+        {"action": "waitForUrl", "value": "**/form/done*"},
+        {"action": "expectText", "selector": "#thanks", "value": "Thanks,"}]})  # fmt: skip
+    st = finished(kubectl, "secret-fill")["secret-fill"]
+    assert st["phase"] == "Succeeded", why(st)
+    assert "[redacted]" in json.dumps(st["result"])  # the page's URL had it, now redacted
+    job = kubectl.json("get", "jobs", "-l", "agents.wallestars.io/task=secret-fill")["items"][0]
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "WALLESTARS_SECRET_0",
+            "valueFrom": {"secretKeyRef": {"name": "login", "key": "password"}}} in env  # fmt: skip
+    token = reader_token(kubectl)
+    outputs = {
+        "task": kubectl("get", "agenttask", "secret-fill", "-o", "json"),
+        "job": json.dumps(job),
+        "events": kubectl("get", "events", "-o", "json"),
+        "operator log": operator.log.read_text(),
+        "webhook log": webhook_service.log.read_text(),
+    }
+    for a in st["result"]["artifacts"]:
+        raw = download(webhook_service.url, a["uri"], token)
+        if a["name"].endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                for n in z.namelist():
+                    outputs[f"{a['name']}:{n}"] = z.read(n).decode(errors="replace")
+        elif not a["name"].endswith((".png", ".jpeg")):  # a screenshot cannot be redacted
+            outputs[a["name"]] = raw.decode(errors="replace")
+    assert "agent.log" in outputs and any(k.startswith("trace.zip:") for k in outputs)
+    leaked = [where for where, text in outputs.items() if secret_value in text]
+    assert leaked == [], f"the secret value is in: {leaked}"
+    # A Secret that did not opt in is refused before any pod could read it.
+    credential_secret(kubectl, "plain", opt_in=False, password=secret_value)
+    create(kubectl, "secret-refused", "e2e-test", {"url": f"{s.url}/form", "steps": [
+        {"action": "fill", "selector": "#name",
+         "valueFrom": {"secretKeyRef": {"name": "plain", "key": "password"}}}]})  # fmt: skip
+    refused = finished(kubectl, "secret-refused")["secret-refused"]
+    assert refused["phase"] == "Failed" and refused["reason"] == "SecretRefused", refused
+    assert not kubectl.json("get", "jobs", "-l", "agents.wallestars.io/task=secret-refused")[
+        "items"
+    ]

@@ -22,7 +22,10 @@ from harness import (
     OperatorProcess,
     WebhookService,
     credential_secret,
+    download,
     phase_is,
+    reader_token,
+    scrape,
     wait_for,
 )
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(REPO / "agent_images" / "azure_functions"))
 function_app = importlib.import_module("function_app")
 
 pytestmark = pytest.mark.cluster
+API_TOKEN = "tok-7f3a9c1e5b"
 
 
 async def api_server() -> tuple[str, web.AppRunner]:
@@ -51,9 +55,17 @@ async def api_server() -> tuple[str, web.AppRunner]:
         await asyncio.sleep(0.3)
         return web.json_response({})
 
+    async def whoami(request: web.Request) -> web.Response:
+        """Needs the bearer token and echoes it back, as a careless API would."""
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {API_TOKEN}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"you": auth, "sent": await request.text()})
+
     app = web.Application()
     app.router.add_get("/items", items)
     app.router.add_get("/slow", slow)
+    app.router.add_post("/whoami", whoami)
     return await serve(app)
 
 
@@ -214,3 +226,61 @@ def test_azure_functions_http_trigger_end_to_end(
     assert st["phase"] == "Succeeded", st
     assert keys and set(keys) == {"the-function-key"}
     assert st["result"]["data"]["passed"] is True
+
+
+def test_a_secret_by_reference_reaches_the_function_and_no_output(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    world: tuple[Loop, FakeLambda, str, str],
+) -> None:  # fmt: skip
+    """headersFrom and bodyFrom: the token from an opted-in Secret authorizes the request;
+    the API echoes it back, and it is in no status, Event, log, metric or artifact."""
+    _, _, endpoint, api = world
+    lambda_agent(kubectl, endpoint)
+    credential_secret(kubectl, "api-token", token=API_TOKEN)
+    credential_secret(kubectl, "not-opted-in", opt_in=False, token=API_TOKEN)
+
+    def secret_task(name: str, secret: str) -> None:
+        kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                       "metadata": {"name": name},
+                       "spec": {"agentRef": "lambda", "type": "api-test", "retries": {"limit": 1},
+                                "payload": {"url": f"{api}/whoami", "method": "POST", "expectStatus": 200,
+                                            "bodyFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}}})  # fmt: skip
+
+    # The header's value is "Bearer <token>": a Secret holds only the token, so the
+    # request carries it in the header by headersFrom of its own key.
+    credential_secret(kubectl, "api-bearer", authorization=f"Bearer {API_TOKEN}")
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                   "metadata": {"name": "with-secret"},
+                   "spec": {"agentRef": "lambda", "type": "api-test",
+                            "payload": {"url": f"{api}/whoami", "method": "POST",
+                                        "headersFrom": {"Authorization": {"secretKeyRef": {"name": "api-bearer", "key": "authorization"}}},
+                                        "bodyFrom": {"secretKeyRef": {"name": "api-token", "key": "token"}},
+                                        "expectStatus": 200,
+                                        "assertions": [{"jsonPath": "$.you", "exists": True}]}}})  # fmt: skip
+    secret_task("refused", "not-opted-in")
+    ok = wait_for(
+        "with-secret", lambda: phase_is(kubectl, "with-secret", *TERMINAL_PHASES), timeout=60
+    )
+    refused = wait_for(
+        "refused", lambda: phase_is(kubectl, "refused", *TERMINAL_PHASES), timeout=60
+    )
+    assert ok["phase"] == "Succeeded", ok  # the API accepted the token
+    assert refused["phase"] == "Failed" and refused["reason"] == "SecretRefused", refused
+    assert "agents.wallestars.io/credential" in refused["message"]
+    assert len(refused["attempts"]) == 1  # the owner fixes the Secret; a retry cannot
+    # The page echoed the token back; it was redacted before anything was written.
+    assert "[redacted]" in json.dumps(ok["result"])
+    outputs = {
+        "tasks": kubectl("get", "agenttasks", "-o", "json"),
+        "events": kubectl("get", "events", "-o", "json"),
+        "operator log": operator.log.read_text(),
+        "webhook log": webhook_service.log.read_text(),
+        "operator metrics": scrape(operator.metrics_url),
+        "webhook metrics": scrape(f"{webhook_service.url}/metrics"),
+    }
+    for artifact in ok["result"].get("artifacts", []):
+        outputs[artifact["name"]] = download(
+            webhook_service.url, artifact["uri"], reader_token(kubectl)
+        ).decode(errors="replace")
+    leaked = [where for where, text in outputs.items() if API_TOKEN in text]
+    assert leaked == [], f"the secret value is in: {leaked}"

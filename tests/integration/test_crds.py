@@ -64,6 +64,13 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "set exactly one of spec.agentRef or spec.agentSelector"),
     ("neither-ref-nor-selector", with_spec(TASK, agentRef=None),
      "set exactly one of spec.agentRef or spec.agentSelector"),
+    ("secret-on-a-click", with_spec(TASK, type="e2e-test", payload={"steps": [
+        {"action": "click", "selector": "#go",
+         "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
+     "valueFrom is for a fill step, instead of value"),
+    ("secret-ref-without-key", with_spec(TASK, type="api-test", payload=payload(
+        headersFrom={"Authorization": {"secretKeyRef": {"name": "s"}}})),
+     "spec.payload.headersFrom.Authorization.secretKeyRef.key"),
     ("priority-too-high", with_spec(TASK, priority=11), "spec.priority"),
     ("priority-negative", with_spec(TASK, priority=-1), "spec.priority"),
     ("timeout-negative", with_spec(TASK, timeoutSeconds=-5), "spec.timeoutSeconds"),

@@ -6,6 +6,7 @@ checks a creator's own access to the Secrets an Agent names.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from harness import (
 
 pytestmark = pytest.mark.cluster
 POLICY = REPO / "crds" / "agents.wallestars.io_agents-secretrefs-policy.yaml"
+TASK_POLICY = REPO / "crds" / "agents.wallestars.io_agenttasks-secretrefs-policy.yaml"
 
 
 def ready(kubectl: Kubectl, agent: str) -> dict[str, Any] | None:
@@ -133,3 +135,62 @@ def test_the_api_server_refuses_an_agent_naming_a_secret_its_creator_may_not_rea
             f"--serviceaccount={ns}:agent-author")  # fmt: skip
     ok = wait_for("accepted", lambda: (r := create()).returncode == 0 and r, timeout=30)
     assert "created" in ok.stdout
+
+
+@pytest.fixture(scope="module")
+def task_secret_refs_policy(cluster: localcluster.Cluster) -> None:
+    """The admission policy for Secrets named in AgentTask payloads (with the CRDs)."""
+    Kubectl(cluster.kubeconfig)("apply", "-f", str(TASK_POLICY))
+
+
+def test_the_api_server_refuses_a_task_naming_a_secret_its_creator_may_not_read(
+    task_secret_refs_policy: None, cluster: localcluster.Cluster, kubectl: Kubectl, tmp_path: Any
+) -> None:
+    """A password by reference (valueFrom) or a token (headersFrom) in a task's payload:
+    only from a Secret its author may get, else refused with a message naming it."""
+    ns = kubectl.namespace or ""
+    credential_secret(kubectl, "prod-login", password="s3cr3t-login")
+    kubectl("create", "serviceaccount", "task-author")
+    kubectl("create", "role", "task-author", "--verb=get,list,create,update,patch",
+            "--resource=agenttasks.agents.wallestars.io")  # fmt: skip
+    kubectl("create", "rolebinding", "task-author", "--role=task-author",
+            f"--serviceaccount={ns}:task-author")  # fmt: skip
+    author = Kubectl(token_kubeconfig(cluster, tmp_path / "task-author", ns, "task-author"), ns)
+    ref = {"secretKeyRef": {"name": "prod-login", "key": "password"}}
+    tasks = {
+        "fill": {"type": "e2e-test", "payload": {"url": "https://shop.example/", "steps": [
+            {"action": "fill", "selector": "#pw", "valueFrom": ref}]}},
+        "header": {"type": "api-test", "payload": {"requests": [
+            {"url": "https://api.example/", "headersFrom": {"Authorization": ref}}]}},
+    }  # fmt: skip
+
+    def create(name: str) -> Any:
+        task = {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": f"exfil-{name}"}, "spec": {"agentRef": "x", **tasks[name]}}  # fmt: skip
+        return author.run("create", "-f", "-", input=json.dumps(task), check=False)
+
+    def refused(name: str) -> Any:
+        r = create(name)
+        return r if r.returncode != 0 and "prod-login" in r.stderr else None
+
+    def accepted(name: str) -> Any:
+        r = create(name)
+        return r if r.returncode == 0 else None
+
+    for name in tasks:
+        out = wait_for(
+            f"the policy's refusal of {name}", functools.partial(refused, name), timeout=30
+        )
+        assert "spec.payload names Secret prod-login" in out.stderr and "may not get" in out.stderr
+    # A task without references is not the policy's business.
+    plain = {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+             "metadata": {"name": "plain"}, "spec": {"agentRef": "x", "type": "e2e-test",
+             "payload": {"url": "https://shop.example/", "steps": [{"action": "click", "selector": "#a"}]}}}  # fmt: skip
+    assert author.run("create", "-f", "-", input=json.dumps(plain), check=False).returncode == 0
+    kubectl("create", "role", "read-prod-login", "--verb=get", "--resource=secrets",
+            "--resource-name=prod-login")  # fmt: skip
+    kubectl("create", "rolebinding", "read-prod-login", "--role=read-prod-login",
+            f"--serviceaccount={ns}:task-author")  # fmt: skip
+    for name in tasks:
+        ok = wait_for("accepted", functools.partial(accepted, name), timeout=30)
+        assert "created" in ok.stdout
