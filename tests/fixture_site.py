@@ -13,6 +13,7 @@ protocol, so "0 canary hits" means nothing reached it at all.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,19 @@ async def form_done(request: web.Request) -> web.Response:
     name = html.escape(request.query.get("name", ""))
     plan = html.escape(request.query.get("plan", ""))
     return page("Done", f"<h1 id='thanks'>Thanks, {name}</h1><p id='plan'>Plan: {plan}</p>")
+
+
+PRIVATE_USER = "ada"
+PRIVATE_PASSWORD = "pw-basic-5c2e9a"
+
+
+async def private(request: web.Request) -> web.Response:
+    """Behind basic auth; shows the session cookie it was sent (echoing secrets back)."""
+    want = "Basic " + base64.b64encode(f"{PRIVATE_USER}:{PRIVATE_PASSWORD}".encode()).decode()
+    if request.headers.get("Authorization") != want:
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="fixture"'})
+    session = html.escape(request.cookies.get("session", ""))
+    return page("Private", f"<h1 id='private'>Welcome</h1><p id='session'>session={session}</p>")
 
 
 async def listing(request: web.Request) -> web.Response:
@@ -198,7 +212,7 @@ def make_app(canary_url: str = "http://127.0.0.2:9/") -> web.Application:
                     ("/slow", slow), ("/slow-element", slow_element), ("/inaccessible", inaccessible),
                     ("/accessible", accessible), ("/heavy", heavy), ("/visual", visual),
                     ("/img.png", img), ("/redirect", redirect), ("/trick/{kind}", trick),
-                    ("/sw.js", service_worker), ("/files/{name}", files)]:  # fmt: skip
+                    ("/sw.js", service_worker), ("/files/{name}", files), ("/private", private)]:  # fmt: skip
         r.add_get(path, h)
     return app
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import BrowserContext, Request, Route
 
-from .payloads import Viewport
+from .payloads import BasicAuth, Cookie, Viewport
 
 ENGINES = ("chromium", "firefox", "webkit")
 page_log = logging.getLogger("wallestars.page")
@@ -143,9 +143,9 @@ def firefox_proxy_prefs(proxy_url: str) -> dict[str, bool | int | str]:
             "network.proxy.ssl": host, "network.proxy.ssl_port": port}  # fmt: skip
 
 
-def context_options(viewport: Viewport | None) -> dict[str, Any]:
+def context_options(viewport: Viewport | None, auth: BasicAuth | None = None) -> dict[str, Any]:
     v = viewport or Viewport()
-    return {
+    opts: dict[str, Any] = {
         "viewport": {"width": v.width, "height": v.height},
         "device_scale_factor": v.device_scale_factor,
         "service_workers": "block",
@@ -153,6 +153,20 @@ def context_options(viewport: Viewport | None) -> dict[str, Any]:
         "java_script_enabled": True,
         "ignore_https_errors": False,
     }
+    if auth is not None:
+        opts["http_credentials"] = {"username": auth.username, "password": auth.password}
+    return opts
+
+
+def cookie_params(cookies: list[Cookie], default_url: str | None) -> list[dict[str, str]]:
+    """Playwright's add_cookies(...) entries (pure): each for its URL or the task's."""
+    out = []
+    for c in cookies:
+        url = c.url or default_url
+        if url is None:
+            raise ValueError(f"cookie {c.name!r} needs a url (the task has none)")
+        out.append({"name": c.name, "value": c.value, "url": url})
+    return out
 
 
 @dataclass

@@ -48,7 +48,29 @@ class Viewport(Model):
     device_scale_factor: float = Field(1.0, ge=0.5, le=4)
 
 
-class Page(Model):
+class BasicAuth(Model):
+    """HTTP basic auth for every request of the page (``passwordFrom``: from a Secret)."""
+
+    username: Annotated[str, Field(min_length=1, max_length=256)]
+    password: Annotated[str, Field(max_length=4096)] = ""
+
+
+class Cookie(Model):
+    """A cookie set before the page opens (``valueFrom``: from a Secret)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    value: Annotated[str, Field(max_length=4096)] = ""
+    url: Url | None = None  # default: the task's URL
+
+
+class Session(Model):
+    """What a page sees of who it is talking to: basic auth and cookies."""
+
+    basic_auth: BasicAuth | None = None
+    cookies: Annotated[list[Cookie], Field(max_length=50)] = []
+
+
+class Page(Session):
     """What every page-opening task shares."""
 
     url: Url
@@ -148,11 +170,17 @@ class Step(Model):
         return self.name or f"{index + 1}. {self.action}"
 
 
-class E2E(Model):
+class E2E(Session):
     url: Url | None = None  # opened before step 1 if set
     viewport: Viewport | None = None
     wait_for: WaitFor = "load"
     steps: Annotated[list[Step], Field(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _cookies_have_a_url(self) -> E2E:
+        if self.url is None and any(c.url is None for c in self.cookies):
+            raise ValueError("cookies need a url when the task has none")
+        return self
 
 
 # Core Web Vitals and navigation timing, in milliseconds except cls (unitless).

@@ -32,7 +32,14 @@ from wallestars_sdk.client import CallbackRejected
 from wallestars_sdk.protocol import Artifact
 
 from . import bidi_shim, payloads
-from .browser import BrowserUnavailable, Guard, choose, context_options, launch_options
+from .browser import (
+    BrowserUnavailable,
+    Guard,
+    choose,
+    context_options,
+    cookie_params,
+    launch_options,
+)
 from .egress import EgressProxy, NetworkPolicy
 from .tasks import Evidence, Outcome, Run, TaskError, task
 
@@ -102,7 +109,12 @@ class Attempt:
                 )
                 try:
                     viewport = viewport_for(payload, agent_viewport(s.viewport))
-                    context = await browser.new_context(**context_options(viewport))
+                    auth = getattr(payload, "basic_auth", None)
+                    context = await browser.new_context(**context_options(viewport, auth))
+                    cookies = getattr(payload, "cookies", [])
+                    if cookies:
+                        url = getattr(payload, "url", None)
+                        await context.add_cookies(cookie_params(cookies, url))
                     await self.guard.attach(context)
                     self.timings["launchMs"] = ms(t0)
                     await self.progress(10)

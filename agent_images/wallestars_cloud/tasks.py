@@ -39,6 +39,13 @@ class Assertion(BaseModel):
         return "?"
 
 
+class BasicAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str
+    password: str = ""  # passwordFrom (a Secret) is folded in before this is read
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +53,7 @@ class Request(BaseModel):
     method: str = "GET"
     headers: dict[str, str] = {}
     body: str | None = None
+    basicAuth: BasicAuth | None = None
     expectStatus: int | None = None
     assertions: list[Assertion] = []
     timeoutMs: float = Field(30_000, gt=0, le=600_000)
@@ -119,7 +127,9 @@ async def api_test(payload: dict[str, Any], inv: Invocation) -> dict[str, Any]:
             if req.expectStatus is not None:
                 asserts.insert(0, Assertion(status=req.expectStatus))
             t0 = time.perf_counter()
-            async with s.request(req.method, req.url, headers=req.headers, data=req.body,
+            auth = (aiohttp.BasicAuth(req.basicAuth.username, req.basicAuth.password)
+                    if req.basicAuth else None)  # fmt: skip
+            async with s.request(req.method, req.url, headers=req.headers, data=req.body, auth=auth,
                                  timeout=aiohttp.ClientTimeout(total=req.timeoutMs / 1000)) as r:  # fmt: skip
                 raw = await r.read()
                 latency = (time.perf_counter() - t0) * 1000

@@ -167,3 +167,30 @@ async def test_the_health_probe_says_which_engine_runs_or_why_not(site: Site, en
         assert v["healthy"] is True, v
         assert v["checks"] == {f"{engine} renders": True, "metadata address refused": True}
         assert v["engine"] == engine and v["version"] and engine in v["message"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_basic_auth_and_cookies_reach_the_page(site: Site, engine: str) -> None:
+    """basicAuth (every request of the page) and cookies (a session), as a Secret's values
+    arrive once folded in; the fixture's /private needs the one and shows the other."""
+    from tests.fixture_site import PRIVATE_PASSWORD, PRIVATE_USER
+
+    out, _ = await attempt(engine, site, "e2e-test", {
+        "url": f"{site.url}/private",
+        "basicAuth": {"username": PRIVATE_USER, "password": PRIVATE_PASSWORD},
+        "cookies": [{"name": "session", "value": "sess-42"}],
+        "steps": [{"action": "expectText", "selector": "#private", "value": "Welcome"},
+                  {"action": "expectText", "selector": "#session", "value": "session=sess-42"}]})  # fmt: skip
+    assert out.failure is None, out.data
+    # Wrong credentials: the page answers 401 (Chromium fails the navigation itself,
+    # Firefox shows the empty 401 page): the credentials were really used.
+    wrong_payload = {"url": f"{site.url}/private",
+                     "basicAuth": {"username": PRIVATE_USER, "password": "nope"},
+                     "steps": [{"action": "expectText", "selector": "#private", "value": "Welcome",
+                                "timeoutMs": 2000}]}  # fmt: skip
+    if engine == "chromium":
+        with pytest.raises(TaskError, match="ERR_HTTP_RESPONSE_CODE_FAILURE"):
+            await attempt(engine, site, "e2e-test", wrong_payload)
+    else:
+        wrong, _ = await attempt(engine, site, "e2e-test", wrong_payload)
+        assert wrong.failure is not None

@@ -79,3 +79,19 @@ def test_a_missing_value_is_refused_by_name() -> None:
 
     with pytest.raises(Failed, match="no value for Secret login key password"):
         secret_value({}, ("login", "password"))
+
+
+def test_basic_auth_and_cookies_take_their_values_from_secrets_too() -> None:
+    payload = {"url": "https://shop.example/", "basicAuth": {"username": "ada", "passwordFrom": PW},
+               "cookies": [{"name": "session", "valueFrom": TOKEN}, {"name": "lang", "value": "en"}]}  # fmt: skip
+    assert ts.references(payload) == [("login", "password"), ("api", "token")]
+    got = ts.resolve(payload, VALUES.__getitem__)
+    assert got["basicAuth"] == {"username": "ada", "password": "s3cr3t-pw"}
+    assert got["cookies"] == [
+        {"name": "session", "value": "Bearer tok-123"},
+        {"name": "lang", "value": "en"},
+    ]
+    from wallestars_browser import payloads
+
+    parsed = payloads.parse("screenshot", got)
+    assert parsed.basic_auth is not None and parsed.basic_auth.password == "s3cr3t-pw"  # type: ignore[attr-defined]
