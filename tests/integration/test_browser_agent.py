@@ -506,7 +506,8 @@ def test_a_password_by_reference_is_typed_and_appears_in_no_output(
         {"action": "fill", "selector": "#name",
          "valueFrom": {"secretKeyRef": {"name": "plain", "key": "password"}}}]})  # fmt: skip
     refused = finished(kubectl, "secret-refused")["secret-refused"]
-    assert refused["phase"] == "Failed" and refused["reason"] == "SecretRefused", refused
+    assert refused["phase"] == "Failed" and refused["error"]["code"] == "SecretRefused", refused
+    assert refused["attempts"][0]["reason"] == "SecretRefused"
     assert not kubectl.json("get", "jobs", "-l", "agents.wallestars.io/task=secret-refused")[
         "items"
     ]

@@ -183,9 +183,15 @@ def test_each_service_wrote_as_its_own_service_account(
         assert (name, "status", f"system:serviceaccount:{SYSTEM}:wallestars-operator") in writers
         assert (name, "status", f"system:serviceaccount:{SYSTEM}:wallestars-webhooks") in writers
     jobs = k.json("get", "jobs")["items"]
-    assert jobs and all(
-        j["metadata"]["labels"]["agents.wallestars.io/task"] == "shot" for j in jobs
+    attempts = [j for j in jobs if "agents.wallestars.io/task" in j["metadata"]["labels"]]
+    assert attempts and all(
+        j["metadata"]["labels"]["agents.wallestars.io/task"] == "shot" for j in attempts
     )
+    # The only other Jobs: the browser Agent's health probes, the operator's too.
+    probes = {j["metadata"]["labels"].get("agents.wallestars.io/probe") for j in jobs} - {None}
+    assert probes == {"chromium"} and len(attempts) + len(
+        [j for j in jobs if "agents.wallestars.io/probe" in j["metadata"]["labels"]]
+    ) == len(jobs)
 
 
 # --- least privilege -------------------------------------------------------------------

@@ -265,8 +265,9 @@ def test_a_secret_by_reference_reaches_the_function_and_no_output(
         "refused", lambda: phase_is(kubectl, "refused", *TERMINAL_PHASES), timeout=60
     )
     assert ok["phase"] == "Succeeded", ok  # the API accepted the token
-    assert refused["phase"] == "Failed" and refused["reason"] == "SecretRefused", refused
-    assert "agents.wallestars.io/credential" in refused["message"]
+    assert refused["phase"] == "Failed" and refused["error"]["code"] == "SecretRefused", refused
+    assert refused["attempts"][0]["reason"] == "SecretRefused"
+    assert "agents.wallestars.io/credential" in refused["error"]["message"]
     assert len(refused["attempts"]) == 1  # the owner fixes the Secret; a retry cannot
     # The page echoed the token back; it was redacted before anything was written.
     assert "[redacted]" in json.dumps(ok["result"])
