@@ -433,6 +433,12 @@ def test_a_firefox_agent_is_probed_then_runs_tasks_in_firefox_in_its_viewport(
         raw = download(webhook_service.url, artifacts(st[task])["screenshot.png"]["uri"], token)
         return png(raw).size
 
+    # Its statistics count what it ran: three successes.
+    stats = wait_for("the agent's statistics", lambda: (
+        a if (a := kubectl.json("get", "agent", "fox")["status"]).get("successRate") == 1.0 else None),
+        timeout=90)  # fmt: skip
+    durations = [float(st[n]["durationSeconds"]) for n in ("fox-default", "fox-own", "fox-e2e")]
+    assert stats["meanDurationSeconds"] == pytest.approx(sum(durations) / 3, abs=0.01)
     assert size("fox-default") == (1000, 700)  # the Agent's viewport
     assert size("fox-own") == (640, 480)  # the task's own wins
     jobs = kubectl.json("get", "jobs", "-l", "agents.wallestars.io/probe=fox")["items"]
