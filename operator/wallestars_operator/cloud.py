@@ -44,8 +44,12 @@ class SecretUnavailable(Exception):
 def secret_refs(agent: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """(Secret name, key or None for several keys) of every Secret a cloud Agent names (pure)."""
     cloud = (agent.get("spec") or {}).get("cloud") or {}
+    google = ((cloud.get("http") or {}).get("googleIdToken") or {}).get("serviceAccountSecretRef")
+    if google:
+        google = {"key": "key.json", **google}
     refs = [
         ((cloud.get("http") or {}).get("authHeaderSecretRef"), "key"),
+        (google, "key"),
         ((cloud.get("azure") or {}).get("functionKeySecretRef"), "key"),
         ((cloud.get("aws") or {}).get("credentialsSecretRef"), None),
     ]

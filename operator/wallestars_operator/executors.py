@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from wallestars_operator.idtokens import IdTokenError, IdTokens
+
 # Lambda's limit for an asynchronous (Event) invocation's payload.
 LAMBDA_ASYNC_LIMIT = 1024 * 1024
 LAMBDA_ATTEMPTS = 4  # one call and up to three retries of throttling / 5xx
@@ -94,6 +96,7 @@ class HttpExecutor:
     ref_field: str = "authHeaderSecretRef"
     allow_plain_http: bool = False
     session: aiohttp.ClientSession | None = None
+    id_tokens: IdTokens | None = None  # googleIdToken auth (http Agents)
 
     def refused(self, url: str, field_name: str) -> str | None:
         if self.allow_plain_http:
@@ -111,6 +114,7 @@ class HttpExecutor:
             raise DispatchError(why)  # before any Secret is read or byte is sent
         headers = {"Content-Type": "application/json"}
         headers.update(await secret_header(conf.get(self.ref_field), secret, self.key_header))
+        headers.update(await self.id_token_header(conf, secret))
         timeout = aiohttp.ClientTimeout(total=float(cloud.get("timeoutSeconds", 30)))
         # No redirects: one could lead the key and credentials to a plain http:// URL.
         async with self._session().post(
@@ -119,6 +123,24 @@ class HttpExecutor:
             text = (await r.text())[:300]
             if r.status >= 300:
                 raise DispatchError(f"the function answered HTTP {r.status}: {text}")
+
+    async def id_token_header(
+        self, conf: Mapping[str, Any], secret: SecretReader
+    ) -> dict[str, str]:
+        """Authorization with a Google ID token, when the Agent asks for one."""
+        gid = conf.get("googleIdToken")
+        if not gid or self.id_tokens is None:
+            return {}
+        ref = gid["serviceAccountSecretRef"]
+        key = ref.get("key", "key.json")
+        key_json = await secret(ref["name"], key)
+        if key_json is None:
+            raise DispatchError(f"Secret {ref['name']} has no key {key}")
+        try:
+            token = await self.id_tokens.get(key_json, gid.get("audience") or conf[self.url_field])
+        except IdTokenError as e:
+            raise DispatchError(str(e)) from e
+        return {"Authorization": f"Bearer {token}"}
 
     async def health(self, cloud: Mapping[str, Any], secret: SecretReader) -> str | None:
         url = (cloud.get(self.section) or {}).get("healthURL")
@@ -251,7 +273,9 @@ class Executors:
     """The executor of each provider, shared by every Agent of that provider."""
 
     def __init__(self, allow_plain_http: bool = False) -> None:
-        self.http = HttpExecutor(allow_plain_http=allow_plain_http)
+        # A key's token_uri other than Google's only under the development setting.
+        self.http = HttpExecutor(allow_plain_http=allow_plain_http,
+                                 id_tokens=IdTokens(allow_any_token_uri=allow_plain_http))  # fmt: skip
         self.azure = azure_executor(allow_plain_http)
         self.aws = LambdaExecutor()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -61,3 +62,25 @@ def test_example_user_task_and_echo() -> None:
 def test_azure_queue_does_not_retry_either() -> None:
     host = json.loads((REPO / "agent_images" / "azure_functions" / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] == 1
+
+
+def test_google_function_refuses_what_is_not_an_invocation() -> None:
+    """400 with the reason, and no task started (the 202 path runs in the GCP e2e test)."""
+    gcp = REPO / "agent_images" / "gcp_functions"
+    sys.path.insert(0, str(gcp))
+    spec = importlib.util.spec_from_file_location("gcp_main", gcp / "main.py")
+    assert spec and spec.loader
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+
+    class Req:
+        def __init__(self, body: str) -> None:
+            self.body = body
+
+        def get_json(self, force: bool = False, silent: bool = False) -> Any:
+            return json.loads(self.body)
+
+    for body in ("not json", '{"type": "echo"}', "[1]"):
+        text, status, _ = main.agent(Req(body))
+        assert status == 400 and text.startswith("not a Wallestars invocation"), (body, text)
+    assert main.RUNNING == []
