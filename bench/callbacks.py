@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 import localcluster
-from harness import REPO, Kubectl, WebhookService, install_api, start_service
+from harness import REPO, Kubectl, WebhookService, free_port, install_api, start_service
+from tlslocal import write_tls
 from wallestars_sdk import AgentClient, AgentConfig
 from wallestars_sdk.signing import sign_headers
 
@@ -77,7 +79,7 @@ async def open_loop(
 ) -> dict[str, Any]:
     n = int(rate * seconds)
     results: list[tuple[int, float, float, float]] = []  # status, latency, api, app
-    conn = aiohttp.TCPConnector(limit=0)
+    conn = aiohttp.TCPConnector(limit=0, ssl=client_tls(svc))
     async with aiohttp.ClientSession(connector=conn) as s:
 
         async def send(i: int, scheduled: float) -> None:
@@ -131,6 +133,12 @@ async def open_loop(
     }  # fmt: skip
 
 
+def client_tls(svc: WebhookService) -> ssl.SSLContext | bool:
+    """Trust the service's CA when it serves TLS (--tls), as an agent given it does."""
+    ca = svc.env.get("WALLESTARS_BENCH_CA")
+    return ssl.create_default_context(cafile=ca) if ca else True
+
+
 def forged(svc: WebhookService, ns: str, task: tuple[str, str], seconds: int) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
@@ -180,7 +188,7 @@ async def overload(
     progress_rate = rate - n_final / seconds
     delivered: list[float] = []
     lost: list[str] = []
-    conn = aiohttp.TCPConnector(limit=0)
+    conn = aiohttp.TCPConnector(limit=0, ssl=client_tls(svc))
     async with aiohttp.ClientSession(connector=conn) as session:
 
         async def final(i: int, at: float) -> None:
@@ -234,6 +242,11 @@ def main() -> None:
     )
     p.add_argument("--finals", type=int, default=1200)
     p.add_argument(
+        "--tls",
+        action="store_true",
+        help="the service over HTTPS (the chart's default), clients verifying its CA",
+    )
+    p.add_argument(
         "--progress-window",
         type=float,
         help="the service's WALLESTARS_PROGRESS_WINDOW_SECONDS (0: no coalescing, the before)",
@@ -250,11 +263,16 @@ def main() -> None:
         k("create", "namespace", ns)
         tasks = make_tasks(Kubectl(cluster.kubeconfig, ns), a.tasks)
         tmp, masters = Path(tempfile.mkdtemp()), [os.urandom(32)]
-        if a.progress_window is None:
-            svc = start_service(cluster, tmp, masters)
-        else:
-            window = str(a.progress_window)
-            svc = start_service(cluster, tmp, masters, WALLESTARS_PROGRESS_WINDOW_SECONDS=window)
+        env: dict[str, str] = {}
+        if a.progress_window is not None:
+            env["WALLESTARS_PROGRESS_WINDOW_SECONDS"] = str(a.progress_window)
+        if a.tls:
+            tls = write_tls(tmp / "tls")
+            env |= tls.service_env(mutual=False) | {
+                "WALLESTARS_OPS_PORT": str(free_port()),
+                "WALLESTARS_BENCH_CA": str(tls.ca),
+            }
+        svc = start_service(cluster, tmp, masters, **env)  # type: ignore[arg-type]
         try:
             if a.overload:
                 names = {t[0] for t in tasks}

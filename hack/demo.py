@@ -96,7 +96,9 @@ def main() -> int:
             print(k(*cmd).rstrip() + "\n")
         shot = k.json("get", "agenttask", "homepage-screenshot")["status"]["result"]["artifacts"][0]
         saved = state / "homepage-screenshot.png"
-        saved.write_bytes(download(release.webhooks_url, shot["uri"], reader_token(k)))
+        saved.write_bytes(
+            download(release.webhooks_url, shot["uri"], reader_token(k), release.tls_context())
+        )
         print(
             f"The screenshot ({shot['size']} bytes, sha256 {shot['sha256'][:12]}…) is served by the"
         )

@@ -5,9 +5,11 @@ Importable as ``harness`` with hack/ on sys.path (pytest's pythonpath, bench scr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -171,6 +173,7 @@ class WebhookService:
     log: Path
     artifact_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    ops_url: str = ""  # health and metrics, plain HTTP (with TLS: WALLESTARS_OPS_PORT)
 
     def key(self, uid: str, attempt: int, master: int = 0) -> bytes:
         return derive_attempt_key(self.masters[master], uid, attempt)
@@ -180,7 +183,7 @@ class WebhookService:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of the service's own /metrics (0 if absent)."""
-        value = sample(scrape(f"{self.url}/metrics"), name, **labels)
+        value = sample(scrape(f"{self.ops_url or self.url}/metrics"), name, **labels)
         return 0.0 if value is None else value
 
     def stop(self) -> None:
@@ -232,13 +235,18 @@ def start_service(
         stdout=log.open("ab"),  # a restart in the same place goes on with the same log
         stderr=subprocess.STDOUT,
     )
-    svc = WebhookService(f"http://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env)
+    # With TLS (WALLESTARS_TLS_CERT_FILE) its readiness is read on the plain ops port.
+    scheme = "https" if env.get("WALLESTARS_TLS_CERT_FILE") else "http"
+    ops = f"http://{host}:{env.get('WALLESTARS_OPS_PORT') or port}"
+    svc = WebhookService(
+        f"{scheme}://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env
+    )
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"webhook service exited:\n{log.read_text()[-3000:]}")
         try:
-            return bool(urllib.request.urlopen(f"{svc.url}/readyz", timeout=1).status == 200)  # noqa: S310
+            return bool(urllib.request.urlopen(f"{ops}/readyz", timeout=1).status == 200)  # noqa: S310
         except OSError:
             return False
 
@@ -446,14 +454,23 @@ def reader_token(kubectl: Kubectl, sa: str = "artifact-reader") -> str:
     return kubectl("create", "token", sa).strip()
 
 
-def download(base_url: str, uri: str, token: str) -> bytes:
-    """An artifact's bytes from the webhook service, as a user allowed to read the task."""
+def lighthouse_cli() -> Path:
+    """Lighthouse's cli as hack/setup.sh installs it (keyed by its lock file)."""
+    lock = REPO / "agent_images" / "lighthouse" / "package-lock.json"
+    key = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    return (Path.home() / ".cache" / "wallestars" / f"lighthouse-{key}" / "node_modules"
+            / "lighthouse" / "cli" / "index.js")  # fmt: skip
+
+
+def download(base_url: str, uri: str, token: str, context: ssl.SSLContext | None = None) -> bytes:
+    """An artifact's bytes from the webhook service, as a user allowed to read the task
+    (``context``: how its https certificate is trusted)."""
     # With WALLESTARS_PUBLIC_URL set (the chart sets it) the URI is already absolute.
     url = uri if uri.startswith(("http://", "https://")) else base_url + uri
     req = urllib.request.Request(  # noqa: S310 (the tests' own http URL)
         url, headers={"Authorization": f"Bearer {token}"}
     )
-    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the tests' loopback URL)
+    with urllib.request.urlopen(req, timeout=30, context=context) as r:  # noqa: S310 (the tests' loopback URL)
         return bytes(r.read())
 
 

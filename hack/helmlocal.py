@@ -10,7 +10,9 @@ Used by the demo (hack/demo.py) and tests/integration/test_chart.py.
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -33,7 +35,7 @@ def helm_bin() -> Path:
 def local_values(browser_namespaces: list[str]) -> dict[str, Any]:
     """Values for this machine: commands from this checkout, free loopback ports."""
     py = sys.executable
-    port, metrics, liveness = free_port(), free_port(), free_port()
+    port, metrics, liveness, ops = free_port(), free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     return {
         "operator": {
@@ -52,7 +54,10 @@ def local_values(browser_namespaces: list[str]) -> dict[str, Any]:
             "strategy": {"type": "Recreate"},
             "command": [py, "-m", "wallestars_webhooks"],
             "port": port,
+            "opsPort": ops,
             "publicURL": url,
+            # The stand-in mounts no Secret volumes: plain HTTP on loopback.
+            "tls": {"enabled": False},
         },
         # No storage provisioner here: the artifact store is an emptyDir of the pod.
         "artifacts": {"persistence": {"enabled": False}},
@@ -115,13 +120,38 @@ class Release:
         return "publicURL" not in self.values.get("webhooks", {})
 
     @property
+    def tls(self) -> bool:
+        return bool(self.values.get("webhooks", {}).get("tls", {}).get("enabled", True))
+
+    @property
     def webhooks_url(self) -> str:
         """Where this machine reaches the webhook service: on the real node its Service's
-        cluster IP (kube-proxy routes the host's connections too)."""
+        cluster IP (kube-proxy routes the host's connections too), over HTTPS by default."""
         if self.real_node:
             svc = self._kubectl().json("get", "service", f"{self.name}-webhooks")
-            return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+            scheme = "https" if self.tls else "http"
+            return f"{scheme}://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
         return str(self.values["webhooks"]["publicURL"])
+
+    @property
+    def ops_url(self) -> str:
+        """The webhook service's plain health and metrics port."""
+        if self.real_node:
+            svc = self._kubectl().json("get", "service", f"{self.name}-webhooks")
+            [port] = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "metrics"]
+            return f"http://{svc['spec']['clusterIP']}:{port}"
+        return self.webhooks_url
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Trusts the chart's CA (from the release's TLS Secret). The host name is not
+        checked: this machine reaches the Service by IP, while the certificate names its
+        DNS names (the chart's `helm test` pod checks those)."""
+        if not (self.real_node and self.tls):
+            return None
+        secret = self._kubectl().json("get", "secret", f"{self.name}-webhooks-tls")
+        ctx = ssl.create_default_context(cadata=base64.b64decode(secret["data"]["ca.crt"]).decode())
+        ctx.check_hostname = False
+        return ctx
 
     @property
     def operator_metrics_url(self) -> str:
@@ -199,9 +229,7 @@ class Release:
             except OSError:
                 return False
 
-        wait_for(
-            "the webhook service to be ready", lambda: up(self.webhooks_url + "/readyz"), timeout
-        )
+        wait_for("the webhook service to be ready", lambda: up(self.ops_url + "/readyz"), timeout)
         wait_for("the operator's metrics", lambda: up(self.operator_metrics_url), timeout)
 
     def uninstall(self) -> None:

@@ -67,7 +67,7 @@ def start(work: Path, jobs: dict[str, list[str]], rule_groups: list[dict[str, An
             raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
         try:
             targets = prom.api("targets")["data"]["activeTargets"]
-        except OSError:
+        except (OSError, ValueError):  # ValueError: "Service Unavailable" while it starts
             return False
         return len(targets) == sum(map(len, jobs.values())) and all(
             t["health"] == "up" for t in targets

@@ -37,6 +37,10 @@ class Invocation(BaseModel):
     timeoutSeconds: int = 300
     deadline: str | None = None
     idempotencyKey: str = ""
+    # The webhook service's CA (PEM) when it is the installation's own: callbacks verify it.
+    callbackCA: str = ""
+    # Under mutual TLS: the attempt's client certificate and key (PEM), {cert, key}.
+    clientCertificate: dict[str, str] | None = None
     # Values of the Secrets the payload refers to ("name/key" -> value; only from Secrets
     # that opted in, and only sent over https): folded into the payload, never echoed.
     secrets: dict[str, str] = {}
@@ -72,6 +76,9 @@ def client(inv: Invocation) -> AgentClient:
     config = AgentConfig(
         callback_url=inv.callbackUrl, task_uid=inv.task.uid, task_namespace=inv.task.namespace,
         task_name=inv.task.name, attempt=inv.attempt, agent_id=inv.agentId,
+        callback_ca=inv.callbackCA,
+        client_cert_pem=(inv.clientCertificate or {}).get("cert", ""),
+        client_key_pem=(inv.clientCertificate or {}).get("key", ""),
     )  # fmt: skip
     return AgentClient(config, decode_key(inv.key))
 

@@ -20,6 +20,8 @@ import hashlib
 import json
 import random
 import secrets
+import ssl
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -62,6 +64,34 @@ class AgentConfig(BaseSettings):
     send_attempts: int = 6  # progress callbacks; a final result is retried to the deadline
     request_timeout_seconds: float = 30.0
     timeout_seconds: float = 300.0  # the attempt's deadline, from when this client started
+    # The webhook service's CA (PEM) when it is not a public one: the chart's own CA or
+    # cert-manager's; empty: the system's trust store. An https callback URL is always
+    # verified.
+    callback_ca: str = ""
+    # Mutual TLS: the attempt's own client certificate and key, as PEM files (a browser
+    # Job's mounted Secret) or PEM text (a cloud invocation's).
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    client_cert_pem: str = ""
+    client_key_pem: str = ""
+
+
+def ssl_context(config: AgentConfig) -> ssl.SSLContext | None:
+    """How callbacks are secured: None for a plain http:// URL (development only)."""
+    if urlsplit(config.callback_url).scheme != "https":
+        return None
+    ctx = ssl.create_default_context(cadata=config.callback_ca or None)
+    if config.client_cert_file is not None:
+        ctx.load_cert_chain(config.client_cert_file, config.client_key_file)
+    elif config.client_cert_pem:
+        # ssl loads a certificate chain from files only: a private directory, gone after.
+        with tempfile.TemporaryDirectory() as d:
+            cert, key = Path(d, "tls.crt"), Path(d, "tls.key")
+            cert.write_text(config.client_cert_pem)
+            key.touch(0o600)
+            key.write_text(config.client_key_pem)
+            ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 class CallbackRejected(Exception):
@@ -104,7 +134,8 @@ class AgentClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_seconds)
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_seconds),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.config) or True),
             )
         return self._session
 

@@ -69,7 +69,11 @@ def not_opted_in_message(ns: str, name: str) -> str:
 
 
 class Cloud:
-    def __init__(self, kube: Kube, masters_key: Any, cfg: AttemptConfig) -> None:
+    def __init__(
+        self, kube: Kube, masters_key: Any, cfg: AttemptConfig, client_cert: Any = None
+    ) -> None:
+        # (task, attempt) -> under mutual TLS the attempt's client certificate and key
+        self.client_cert = client_cert or (lambda obj, attempt: None)
         self.kube = kube
         self.key_text = masters_key  # (uid, attempt) -> the attempt's key, encoded
         self.cfg = cfg
@@ -138,6 +142,8 @@ class Cloud:
         self.invoked.add((meta["uid"], attempt))  # before sending: never invoke twice from here
         body = invocation(obj, attempt, agent["metadata"]["name"],
                           self.key_text(meta["uid"], attempt), self.cfg, now)  # fmt: skip
+        if cert := self.client_cert(obj, attempt):
+            body["clientCertificate"] = {"cert": cert[0], "key": cert[1]}
         ns = meta["namespace"]
         outcome = "error"
         try:

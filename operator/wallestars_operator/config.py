@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     # Where agents send callbacks: the webhook service as agents reach it.
     callback_base_url: str = "http://wallestars-webhooks.wallestars-system.svc:8080"
+    # Where cloud agents call back from outside the cluster (an Ingress); empty: the same.
+    cloud_callback_base_url: str = ""
     # Leader election: only the holder of this Lease acts; other replicas wait.
     lease_namespace: str = "wallestars-system"
     lease_name: str = "wallestars-operator"
@@ -42,6 +44,13 @@ class Settings(BaseSettings):
     # and how often each cloud Agent's Secrets and function are probed (Healthy).
     secret_cache_seconds: float = Field(30.0, ge=0)
     health_probe_seconds: float = Field(30.0, gt=0)
+    # The webhook service's CA certificate (PEM file), passed to every agent to verify
+    # the https callback URL by; unset: agents use their system trust store.
+    callback_ca_file: Path | None = None
+    # Mutual TLS: the client CA's certificate and key; each browser attempt gets a client
+    # certificate signed by it (wallestars_api/tls.py).
+    client_ca_cert_file: Path | None = None
+    client_ca_key_file: Path | None = None
     metrics_port: int = 9090
     liveness_port: int = 8081
     log_level: str = "INFO"

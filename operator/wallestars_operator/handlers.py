@@ -84,6 +84,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             allow_plain_http=s.insecure_development_allow_plain_http,
             secret_cache_seconds=s.secret_cache_seconds,
             health_probe_seconds=s.health_probe_seconds,
+            # Absent with a public issuer (the chart mounts it optionally): the trust store.
+            cloud_callback_base=s.cloud_callback_base_url,
+            callback_ca=s.callback_ca_file.read_text()
+            if s.callback_ca_file and s.callback_ca_file.exists()
+            else "",
+            client_ca=(s.client_ca_cert_file.read_bytes(), s.client_ca_key_file.read_bytes())
+            if s.client_ca_cert_file and s.client_ca_key_file
+            else None,
         ),
         s.callback_grace_seconds,
         s.api_qps,

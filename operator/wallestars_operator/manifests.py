@@ -40,6 +40,14 @@ class AttemptConfig:
     allow_plain_http: bool = False
     secret_cache_seconds: float = 30.0  # how long a Secret an Agent names is cached
     health_probe_seconds: float = 30.0  # how often each cloud Agent is probed
+    # Where cloud agents call back when they are outside the cluster (the chart's
+    # Ingress or HTTPRoute host); empty: callback_base, as browser agents.
+    cloud_callback_base: str = ""
+    # The webhook service's CA (PEM) for agents to verify it by; empty: a public CA.
+    callback_ca: str = ""
+    # Mutual TLS: the client CA (certificate, key PEM) that signs each browser attempt's
+    # client certificate; None: off.
+    client_ca: tuple[bytes, bytes] | None = None
 
 
 def label_value(text: str) -> str:
@@ -58,11 +66,13 @@ def attempt_name(task_name: str, uid: str, attempt: int) -> str:
     return f"{stem}-{digest}-a{attempt}"
 
 
-def callback_url(cfg: AttemptConfig, meta: Mapping[str, Any], attempt: int) -> str:
+def callback_url(
+    cfg: AttemptConfig, meta: Mapping[str, Any], attempt: int, cloud: bool = False
+) -> str:
     """task and attempt name the signing key; namespace and name let an agent written to
     the integration plan, whose body has only taskId, be matched to its AgentTask (the
     service still checks that the task there has that UID)."""
-    base = cfg.callback_base.rstrip("/")
+    base = ((cloud and cfg.cloud_callback_base) or cfg.callback_base).rstrip("/")
     return (f"{base}/api/agent-callback?task={meta['uid']}&attempt={attempt}"
             f"&namespace={meta['namespace']}&name={meta['name']}")  # fmt: skip
 
@@ -106,12 +116,23 @@ def attempt_env(
         "WALLESTARS_TASK_TYPE": spec["type"],
         "WALLESTARS_PAYLOAD": json.dumps(spec.get("payload") or {}, separators=(",", ":")),
         "WALLESTARS_TIMEOUT_SECONDS": str(spec.get("timeoutSeconds", 300)),
+        **({"WALLESTARS_CALLBACK_CA": cfg.callback_ca} if cfg.callback_ca else {}),
     }
 
 
-def key_secret(task: Mapping[str, Any], attempt: int, agent: str, key_text: str) -> dict[str, Any]:
-    """The attempt's callback key, owned by the task (deleted with it), never changed."""
+def key_secret(
+    task: Mapping[str, Any],
+    attempt: int,
+    agent: str,
+    key_text: str,
+    client_cert: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The attempt's callback key (and under mutual TLS its client certificate and key),
+    owned by the task (deleted with it), never changed."""
     meta = task["metadata"]
+    data = {"key": key_text}
+    if client_cert is not None:
+        data |= {"tls.crt": client_cert[0], "tls.key": client_cert[1]}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -123,7 +144,7 @@ def key_secret(task: Mapping[str, Any], attempt: int, agent: str, key_text: str)
         },
         "type": "Opaque",
         "immutable": True,
-        "data": {"key": base64.b64encode(key_text.encode()).decode()},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
 
@@ -138,8 +159,12 @@ def browser_job(
     lbl = labels(task, attempt, agent)
     env = [{"name": k, "value": v} for k, v in attempt_env(task, attempt, agent, cfg).items()]
     env.append({"name": "WALLESTARS_KEY_FILE", "value": f"{KEY_DIR}/key"})
+    if cfg.client_ca is not None:
+        env += [{"name": "WALLESTARS_CLIENT_CERT_FILE", "value": f"{KEY_DIR}/tls.crt"},
+                {"name": "WALLESTARS_CLIENT_KEY_FILE", "value": f"{KEY_DIR}/tls.key"}]  # fmt: skip
     env += secret_env(spec.get("payload") or {})
-    template = agent_pod(browser, cfg, env, lbl, key_secret=name)
+    template = agent_pod(browser, cfg, env, lbl, key_secret=name,
+                         key_items=("key", "tls.crt", "tls.key") if cfg.client_ca else ("key",))  # fmt: skip
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -188,6 +213,7 @@ def agent_pod(
     lbl: Mapping[str, str],
     key_secret: str | None = None,
     args: list[str] | None = None,
+    key_items: tuple[str, ...] = ("key",),
 ) -> dict[str, Any]:
     """The pod template of a browser agent's container (an attempt's, or a health probe's
     with no key and `args`): Pod Security `restricted`, a read-only root, /tmp and a
@@ -216,7 +242,7 @@ def agent_pod(
         mounts.insert(0, {"name": "key", "mountPath": KEY_DIR, "readOnly": True})
         volumes.insert(0, {"name": "key", "secret": {
             "secretName": key_secret, "defaultMode": 0o440,
-            "items": [{"key": "key", "path": "key"}]}})  # fmt: skip
+            "items": [{"key": k, "path": k} for k in key_items]}})  # fmt: skip
     container: dict[str, Any] = {
         "name": "agent",
         "image": browser.get("image") or cfg.browser_image,
@@ -278,8 +304,9 @@ def invocation(
         # Lambda may deliver one event twice: the same key, and the webhook's id dedupe.
         "idempotencyKey": f"{meta['uid']}/{attempt}",
         "agentId": agent,
-        "callbackUrl": callback_url(cfg, meta, attempt),
+        "callbackUrl": callback_url(cfg, meta, attempt, cloud=True),
         "key": key_text,
         "timeoutSeconds": timeout,
         "deadline": ts(now + timedelta(seconds=timeout)),
+        **({"callbackCA": cfg.callback_ca} if cfg.callback_ca else {}),
     }

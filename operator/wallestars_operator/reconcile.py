@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -36,6 +36,7 @@ from wallestars_api.lifecycle import (
     phase_of,
     wait,
 )
+from wallestars_api.tls import issue_attempt_certificate
 from wallestars_sdk import secrets as task_secrets
 from wallestars_sdk.keys import derive_attempt_key, encode_key
 
@@ -111,7 +112,7 @@ class Reconciler(AgentUpkeep):
         # Whether this replica still holds the Lease: a write decided while it did is
         # dropped if it no longer does by the time the write's turn comes.
         self.acting = acting
-        self.cloud = Cloud(kube, self.key_text, cfg)
+        self.cloud = Cloud(kube, self.key_text, cfg, self.client_cert)
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
         # Browser Agents' probe verdicts not yet written to their status.
@@ -377,6 +378,14 @@ class Reconciler(AgentUpkeep):
     def key_text(self, uid: str, attempt: int) -> str:
         return encode_key(derive_attempt_key(self.masters[0], uid, attempt))
 
+    def client_cert(self, obj: Mapping[str, Any], attempt: int) -> tuple[str, str] | None:
+        """Under mutual TLS, the attempt's client certificate, living as long as it may."""
+        if self.cfg.client_ca is None:
+            return None
+        lifetime = timedelta(seconds=int(obj["spec"].get("timeoutSeconds", 300)))
+        return issue_attempt_certificate(*self.cfg.client_ca, obj["metadata"]["uid"], attempt,
+                                         datetime.now(UTC), lifetime)  # fmt: skip
+
     async def ensure_attempt_objects(
         self, obj: Mapping[str, Any], agent: Mapping[str, Any]
     ) -> None:
@@ -392,7 +401,8 @@ class Reconciler(AgentUpkeep):
             return
         made = (
             ("key Secret", self.kube.create_secret,
-             key_secret(obj, attempt, name, self.key_text(meta["uid"], attempt))),
+             key_secret(obj, attempt, name, self.key_text(meta["uid"], attempt),
+                        self.client_cert(obj, attempt))),
             ("Job", self.kube.create_job, browser_job(obj, agent, attempt, self.cfg)),
         )  # fmt: skip
         for what, create, manifest in made:

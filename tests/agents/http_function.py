@@ -42,6 +42,10 @@ async def report(inv: dict[str, Any]) -> None:
         callback_url=inv["callbackUrl"], task_uid=inv["task"]["uid"], task_namespace=inv["task"]["namespace"],
         task_name=inv["task"]["name"], attempt=inv["attempt"], agent_id=inv["agentId"],
         key_file=Path(tempfile.gettempdir()) / "unused",
+        # Over the chart's HTTPS: its CA, and under mutual TLS the attempt's certificate.
+        callback_ca=inv.get("callbackCA", ""),
+        client_cert_pem=(inv.get("clientCertificate") or {}).get("cert", ""),
+        client_key_pem=(inv.get("clientCertificate") or {}).get("key", ""),
     )  # fmt: skip
     async with AgentClient(cfg, decode_key(inv["key"])) as agent:
         if behaviour == "fail" or (behaviour == "fail-once" and inv["attempt"] == 1):

@@ -167,7 +167,18 @@ def test_browser_and_http_tasks_succeed_through_the_chart(
     )
     # The screenshot is served back by the chart's webhook service to a reader of the task.
     art = status(k, "shot")["result"]["artifacts"][0]
-    png = download(release.webhooks_url, art["uri"], reader_token(k))
+    png = download(release.webhooks_url, art["uri"], reader_token(k), release.tls_context())
+    # It called back over HTTPS, verifying the service by the CA the operator gave it.
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["WALLESTARS_CALLBACK_URL"].startswith(
+        f"https://{release.name}-webhooks.{SYSTEM}.svc:"
+    )
+    ca = Kubectl(k.kubeconfig, SYSTEM).json("get", "secret", f"{release.name}-webhooks-tls")[
+        "data"
+    ]["ca.crt"]
+    assert env["WALLESTARS_CALLBACK_CA"] == base64.b64decode(ca).decode()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) == art["size"]
 
 
@@ -380,7 +391,8 @@ def test_dashboards_and_alerts_evaluate_against_prometheus(
     # The job name of the operator's metrics is the one a ServiceMonitor gives it: its Service.
     jobs = {
         "wallestars-operator-metrics": [f"{ip}:9090" for ip in release.pod_ips("operator")],
-        "wallestars-webhooks": [f"{ip}:8080" for ip in release.pod_ips("webhooks")],
+        # The webhook service's metrics are on its plain ops port (9091) beside HTTPS.
+        "wallestars-webhooks": [f"{ip}:9091" for ip in release.pod_ips("webhooks")],
     }
     groups = chart_rules(release)
     prom = prometheus.start(tmp_path / "prometheus", jobs, groups)
@@ -440,6 +452,7 @@ def test_upgrade_keeps_the_signing_key_and_running_tasks(
 ) -> None:
     system = Kubectl(k.kubeconfig, SYSTEM)
     key_before = system.json("get", "secret", "wallestars-master-key")["data"]["keys"]
+    tls_before = system.json("get", "secret", "wallestars-webhooks-tls")["data"]
     pods_before = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
     task(k, "slow", "fn", behaviour="slow")  # the function calls back after 8 s
     wait_for("slow to be dispatched", lambda: phase_is(k, "slow", "Dispatched"), timeout=30)
@@ -453,6 +466,8 @@ def test_upgrade_keeps_the_signing_key_and_running_tasks(
     release.upgrade("--set", f"image.tag={new_tag}")
     assert system.json("get", "secret", "wallestars-master-key")["data"]["keys"] == key_before
     assert base64.b64decode(key_before).startswith(b"whsec_")
+    # The chart's CA and serving certificate are kept too: agents in flight trust that CA.
+    assert system.json("get", "secret", "wallestars-webhooks-tls")["data"] == tls_before
     pods_after = {p["metadata"]["uid"] for p in pods(k, "operator") + pods(k, "webhooks")}
     assert pods_after and not pods_after & pods_before, "the upgrade did not restart the services"
     images_after = {

@@ -54,6 +54,7 @@ def test_helm_lint_passes(args: tuple[str, ...]) -> None:
 
 
 BAD_VALUES = [
+    ("webhooks.ingress.enabled=true", "/webhooks/ingress"),
     ("operator.replicas=-1", "/operator/replicas"),
     ("webhooks.port=70000", "/webhooks/port"),
     ("artifacts.store=ftp", "/artifacts/store"),
@@ -125,6 +126,8 @@ def test_rbac_has_no_wildcards_and_the_webhook_service_only_its_verbs() -> None:
         ("agents.wallestars.io", "agenttasks/status", "patch"),
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        # An Event per transition it writes (Running, the terminal phases, Retrying).
+        ("events.k8s.io", "events", "create"),
     }  # fmt: skip
 
 
@@ -331,12 +334,14 @@ def test_plain_http_function_urls_only_when_asked(args: tuple[str, ...], value: 
 
 
 def test_master_key_is_generated_in_standard_webhooks_form_or_taken_from_a_named_secret() -> None:
-    (secret,) = of_kind(rendered(), "Secret")
+    (secret,) = [
+        s for s in of_kind(rendered(), "Secret") if s["metadata"]["name"].endswith("-master-key")
+    ]
     key = base64.b64decode(secret["data"]["keys"]).decode()
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=\n", key)
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     docs = rendered("--set", "masterKey.existingSecret=my-keys")
-    assert not of_kind(docs, "Secret")
+    assert not [s for s in of_kind(docs, "Secret") if "keys" in s.get("data", {})]
     for d in of_kind(docs, "Deployment"):
         vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
         assert vols["master-key"]["secret"]["secretName"] == "my-keys"
@@ -445,7 +450,8 @@ def test_dashboards_have_a_datasource_variable_used_by_every_panel() -> None:
 
 
 def test_dashboard_configmaps_carry_the_sidecar_label() -> None:
-    cms = of_kind(rendered(), "ConfigMap")
+    # Every ConfigMap but the service's CA (webhooks-tls.yaml) is a dashboard.
+    cms = [c for c in of_kind(rendered(), "ConfigMap") if not c["metadata"]["name"].endswith("-ca")]
     assert {next(iter(c["data"])) for c in cms} == {"overview.json", "agent.json"}
     for c in cms:
         assert c["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -457,6 +463,10 @@ def test_alerts_cover_what_operators_watch_for() -> None:
     assert names == {
         "WallestarsTaskFailureRateHigh", "WallestarsQueueOnlyGrows", "WallestarsAgentNotReady",
         "WallestarsCallbackVerificationFailures", "WallestarsOperatorDown",
+        # The integration plan's SLOs: success > 95 %, permanent failures < 1 %,
+        # agent availability > 99 % (metrics.slo).
+        "WallestarsSuccessRateBelowSLO", "WallestarsPermanentFailuresAboveSLO",
+        "WallestarsAgentAvailabilityBelowSLO",
     }  # fmt: skip
     for r in alert_rules():
         assert r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"]
@@ -506,3 +516,123 @@ def test_api_priority_objects_take_our_service_accounts_only_when_asked() -> Non
     }
     assert subjects == sas and len(sas) == 2, (subjects, sas)
     assert pl["spec"]["limited"]["nominalConcurrencyShares"] == 30
+
+
+# --- transport security (docs/operator.md, Transport security) -------------------------
+
+
+def env_of(docs: list[dict[str, Any]], component: str) -> dict[str, str]:
+    [dep] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith(component)]
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in c["env"]}
+
+
+def test_by_default_the_service_serves_https_with_a_certificate_the_chart_made() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    docs = rendered()
+    [secret] = [
+        d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("-webhooks-tls")
+    ]
+    assert secret["type"] == "kubernetes.io/tls"
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    cert = x509.load_pem_x509_certificate(data["tls.crt"])
+    ca = x509.load_pem_x509_certificate(data["ca.crt"])
+    assert cert.issuer == ca.subject
+    pub = ca.public_key()
+    assert isinstance(pub, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    if isinstance(pub, rsa.RSAPublicKey):  # signed by that CA, not merely naming it
+        assert cert.signature_hash_algorithm is not None
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                   cert.signature_hash_algorithm)  # fmt: skip
+    svc = secret["metadata"]["name"].removesuffix("-tls")
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{svc}.wallestars-system.svc" in names.get_values_for_type(x509.DNSName)
+    [cm] = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == f"{svc}-ca"]
+    assert cm["data"]["ca.crt"].encode() == data["ca.crt"]
+
+    op, wh = env_of(docs, "-operator"), env_of(docs, "-webhooks")
+    assert op["WALLESTARS_CALLBACK_BASE_URL"] == f"https://{svc}.wallestars-system.svc:8080"
+    assert op["WALLESTARS_CALLBACK_CA_FILE"] == "/etc/wallestars/callback-ca/ca.crt"
+    assert op["WALLESTARS_CLOUD_CALLBACK_BASE_URL"] == ""
+    assert "WALLESTARS_CLIENT_CA_KEY_FILE" not in op and "WALLESTARS_TLS_CLIENT_CA_FILE" not in wh
+    assert wh["WALLESTARS_TLS_CERT_FILE"] == "/etc/wallestars/tls/tls.crt"
+    assert wh["WALLESTARS_OPS_PORT"] == "9091"
+    [dep] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == svc]
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    # Probes on the plain port: a kubelet presents no client certificate.
+    assert (
+        c["readinessProbe"]["httpGet"]["port"] == c["livenessProbe"]["httpGet"]["port"] == "metrics"
+    )
+    [service] = [d for d in of_kind(docs, "Service") if d["metadata"]["name"] == svc]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["https", "metrics"]
+    # The operator mounts the CA only, never the service's key.
+    [opdep] = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    [vol] = [v for v in opdep["spec"]["template"]["spec"]["volumes"] if v["name"] == "callback-ca"]
+    assert vol["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert not of_kind(docs, "Ingress") and not of_kind(docs, "HTTPRoute")
+
+
+def test_plain_http_only_when_tls_is_turned_off() -> None:
+    docs = rendered("--set", "webhooks.tls.enabled=false")
+    assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("-tls")]
+    op = env_of(docs, "-operator")
+    assert op["WALLESTARS_CALLBACK_BASE_URL"].startswith("http://")
+    assert "WALLESTARS_CALLBACK_CA_FILE" not in op
+    assert "WALLESTARS_TLS_CERT_FILE" not in env_of(docs, "-webhooks")
+
+
+def test_mutual_tls_gives_the_client_ca_key_to_the_operator_alone() -> None:
+    docs = rendered("--set", "webhooks.tls.mutual=true")
+    [ca] = [d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("-client-ca")]
+    assert set(ca["data"]) == {"tls.crt", "tls.key"}
+    op, wh = env_of(docs, "-operator"), env_of(docs, "-webhooks")
+    assert op["WALLESTARS_CLIENT_CA_KEY_FILE"] == "/etc/wallestars/client-ca/tls.key"
+    assert wh["WALLESTARS_TLS_CLIENT_CA_FILE"] == "/etc/wallestars/client-ca/ca.crt"
+    [dep] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-webhooks")]
+    [vol] = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "client-ca"]
+    assert vol["secret"]["items"] == [{"key": "tls.crt", "path": "ca.crt"}]
+
+
+def test_the_tls_example_uses_cert_manager_and_an_ingress_for_the_callback_paths_only() -> None:
+    docs = rendered("-f", str(REPO / "examples" / "values-tls.yaml"))
+    [cert] = of_kind(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {
+        "name": "wallestars-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert "callbacks.wallestars.example.com" in cert["spec"]["dnsNames"]
+    assert not [
+        d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("-webhooks-tls")
+    ]
+    [ing] = of_kind(docs, "Ingress")
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+    [rule] = ing["spec"]["rules"]
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/api/agent-callback", "/api/artifacts/"]
+    op = env_of(docs, "-operator")
+    assert op["WALLESTARS_CLOUD_CALLBACK_BASE_URL"] == "https://callbacks.wallestars.example.com"
+    assert op["WALLESTARS_CLIENT_CA_CERT_FILE"]
+
+
+def test_an_httproute_and_backend_tls_policy_when_asked() -> None:
+    docs = rendered("--set", "webhooks.httpRoute.enabled=true",
+                    "--set", "webhooks.httpRoute.parentRefs[0].name=public-gw",
+                    "--set", "webhooks.httpRoute.hostnames[0]=cb.example.com")  # fmt: skip
+    [route] = of_kind(docs, "HTTPRoute")
+    assert route["spec"]["parentRefs"] == [{"name": "public-gw"}]
+    paths = [m["path"]["value"] for m in route["spec"]["rules"][0]["matches"]]
+    assert paths == ["/api/agent-callback", "/api/artifacts/"]
+    [policy] = of_kind(docs, "BackendTLSPolicy")
+    svc = route["spec"]["rules"][0]["backendRefs"][0]["name"]
+    assert policy["spec"]["validation"]["caCertificateRefs"][0]["name"] == f"{svc}-ca"
+    assert (
+        env_of(docs, "-operator")["WALLESTARS_CLOUD_CALLBACK_BASE_URL"] == "https://cb.example.com"
+    )
+    out = helm("template", "w", str(CHART), "--set", "webhooks.tls.certManager.enabled=true")
+    assert (
+        out.returncode != 0 and "webhooks.tls.certManager.issuerRef.name is required" in out.stderr
+    )

@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from wallestars_api.events import EventQueue
+from wallestars_api.tls import ServerTLS, client_cert_problem
 from wallestars_sdk.keys import parse_master_keys
+from wallestars_sdk.signing import SignatureError
 
 from wallestars_webhooks import metrics as metrics_
 from wallestars_webhooks.artifacts import ArtifactHandlers, FilesystemStore, S3Store, Store
-from wallestars_webhooks.callbacks import CallbackHandler
+from wallestars_webhooks.callbacks import CallbackHandler, key_identity
 from wallestars_webhooks.config import Settings
 from wallestars_webhooks.http import error
 from wallestars_webhooks.kube import Kube, make_client
@@ -40,6 +43,43 @@ async def never_500_for_input(request: web.Request, handler: Handler) -> web.Str
         )
 
 
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def transport_security(s: Settings) -> Middleware:
+    """With TLS on, the plain listener serves health and metrics only; under mutual TLS a
+    callback or an artifact upload comes over a connection whose client certificate names
+    its attempt (HMAC still verified after)."""
+    tls = s.tls_cert_file is not None
+    mutual = s.tls_client_ca_file is not None
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not tls:
+            return await handler(request)
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        if ssl_object is None:
+            if request.path in OPS_PATHS:
+                return await handler(request)
+            return error(
+                403, "https-required", "callbacks and artifacts are served over HTTPS only"
+            )
+        if mutual and request.method in ("POST", "PUT"):
+            try:
+                if request.method == "PUT":
+                    uid, attempt = request.match_info["uid"], int(request.match_info["attempt"])
+                else:
+                    uid, attempt = key_identity(request)
+            except (KeyError, ValueError, SignatureError):
+                return await handler(request)  # malformed: the handler says what is wrong
+            why = client_cert_problem(ssl_object.getpeercert(), uid, attempt)
+            if why:
+                return error(401, "client-certificate", why)
+        return await handler(request)
+
+    return check
+
+
 def make_store(s: Settings) -> Store:
     if s.artifact_store == "s3":
         if not s.s3_bucket:
@@ -58,7 +98,9 @@ def spool_dir(s: Settings) -> Path:
 
 def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
     masters = parse_master_keys(s.master_keys_file.read_text())
-    app = web.Application(middlewares=[never_500_for_input], client_max_size=s.max_body_bytes)
+    app = web.Application(
+        middlewares=[never_500_for_input, transport_security(s)], client_max_size=s.max_body_bytes
+    )
     ready: dict[str, bool] = {"api": False}
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -135,9 +177,21 @@ async def serve(s: Settings) -> None:
         max_field_size=8190,
     )
     await runner.setup()
-    site = web.TCPSite(runner, s.host, s.port, backlog=1024)
+    tls = None
+    if s.tls_cert_file is not None:
+        if s.tls_key_file is None:
+            raise ValueError("WALLESTARS_TLS_KEY_FILE is required with WALLESTARS_TLS_CERT_FILE")
+        tls = ServerTLS(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+    site = web.TCPSite(
+        runner, s.host, s.port, backlog=1024, ssl_context=tls.context if tls else None
+    )
     await site.start()
-    log.info("listening on %s:%d", s.host, s.port)
+    log.info("listening on %s:%d (%s)", s.host, s.port,
+             "mutual TLS" if s.tls_client_ca_file else "TLS" if tls else "plain HTTP")  # fmt: skip
+    if s.ops_port:
+        await web.TCPSite(runner, s.host, s.ops_port).start()
+        log.info("health and metrics on %s:%d", s.host, s.ops_port)
+    reload = asyncio.create_task(reload_tls(tls, s.tls_reload_seconds)) if tls else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
@@ -145,4 +199,12 @@ async def serve(s: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if reload is not None:
+        reload.cancel()
     await runner.cleanup()
+
+
+async def reload_tls(tls: ServerTLS, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(tls.reload_if_changed)

@@ -44,5 +44,16 @@ class Settings(BaseSettings):
     # Public base URL of this service, for artifact URIs in status (default: relative).
     public_url: str = ""
 
+    # HTTPS (docs/operator.md, TLS): the serving certificate and key, reloaded when they
+    # change; with a client CA, mutual TLS: callbacks and artifact uploads need the
+    # attempt's client certificate (wallestars_api/tls.py).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    tls_reload_seconds: float = Field(30.0, gt=0)
+    # A second, plain-HTTP listener for /healthz, /readyz and /metrics only (kubelet
+    # probes and Prometheus present no client certificate); 0: none.
+    ops_port: int = Field(0, ge=0, le=65535)
+
     readiness_interval_seconds: float = Field(5.0, gt=0)
     log_level: str = "INFO"

@@ -44,7 +44,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "wallestars.webhooksURL" -}}
-{{- printf "http://%s.%s.svc:%v" (include "wallestars.webhooksService" .) .Release.Namespace .Values.webhooks.service.port -}}
+{{- printf "%s://%s.%s.svc:%v" (ternary "https" "http" .Values.webhooks.tls.enabled) (include "wallestars.webhooksService" .) .Release.Namespace .Values.webhooks.service.port -}}
+{{- end -}}
+
+{{- define "wallestars.cloudCallbackURL" -}}
+{{- $w := .Values.webhooks -}}
+{{- if .Values.operator.cloudCallbackBaseURL -}}{{ .Values.operator.cloudCallbackBaseURL }}
+{{- else if and $w.ingress.enabled $w.ingress.host -}}{{ printf "https://%s" $w.ingress.host }}
+{{- else if and $w.httpRoute.enabled $w.httpRoute.hostnames -}}{{ printf "https://%s" (first $w.httpRoute.hostnames) }}
+{{- end -}}
+{{- end -}}
+
+{{- define "wallestars.webhooksTLSSecret" -}}
+{{- printf "%s-webhooks-tls" (include "wallestars.fullname" .) -}}
 {{- end -}}
 
 {{/* Pod Security Standards "restricted" (DESIGN.md §7), for every pod of the chart. */}}
