@@ -25,6 +25,7 @@ command -v buildah >/dev/null || need_apt+=(buildah)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -42,6 +43,13 @@ python_side() {
     .venv/bin/pip install -q --disable-pip-version-check -U "pip>=25.1"
     .venv/bin/pip install -q --disable-pip-version-check -e '.[cloud]' --group dev
     rm -f .venv/.installed-* && touch "$stamp"
+  fi
+  # Lighthouse for the browser agent's tests (performance with engine lighthouse), from
+  # its lock file, once per lock (harness.lighthouse_cli finds it).
+  lh=$HOME/.cache/wallestars/lighthouse-$(sha256sum agent_images/lighthouse/package-lock.json | cut -c1-16)
+  if [ ! -f "$lh/.installed" ]; then
+    mkdir -p "$lh" && cp agent_images/lighthouse/package.json agent_images/lighthouse/package-lock.json "$lh/"
+    (cd "$lh" && npm ci --omit=dev --no-audit --no-fund --loglevel=error) && touch "$lh/.installed"
   fi
   # The images the real node runs, from our Dockerfiles on bases made from Debian's
   # packages (hack/realnode/images.py): built once per content, cached outside the repo.

@@ -113,9 +113,13 @@ def choose(
     raise BrowserUnavailable(f"this image has no {engine}: {hint}")
 
 
-def launch_options(launch: Launch, proxy_url: str, relay: str | None = None) -> dict[str, Any]:
+def launch_options(
+    launch: Launch, proxy_url: str, relay: str | None = None, debug_port: int | None = None
+) -> dict[str, Any]:
     """Playwright's <engine>.launch(...) keyword arguments (pure). `relay` is the BiDi
-    relay's executable, needed for a stock Firefox (bidi_shim.launcher)."""
+    relay's executable, needed for a stock Firefox (bidi_shim.launcher); `debug_port`, a
+    DevTools port on loopback for Lighthouse (Chromium only; pages cannot reach it: their
+    loopback goes through the proxy, which refuses it)."""
     opts: dict[str, Any] = {"headless": True}
     if launch.engine == "chromium":
         # Playwright also forces loopback through the proxy (<-loopback> in the bypass
@@ -124,6 +128,9 @@ def launch_options(launch: Launch, proxy_url: str, relay: str | None = None) -> 
                  "proxy": {"server": proxy_url}}  # fmt: skip
         if launch.executable:
             opts["executable_path"] = launch.executable
+        if debug_port is not None:
+            opts["args"] += [f"--remote-debugging-port={debug_port}",
+                             "--remote-debugging-address=127.0.0.1"]  # fmt: skip
     elif launch.engine == "firefox":
         opts["firefox_user_prefs"] = FIREFOX_PREFS | firefox_proxy_prefs(proxy_url)
         if launch.bidi:

@@ -187,8 +187,17 @@ class E2E(Session):
 PERF_METRICS = ("ttfb", "fcp", "lcp", "cls", "tbt", "domContentLoaded", "load")
 
 
+LIGHTHOUSE_CATEGORIES = ("performance", "accessibility", "best-practices", "seo")
+
+
 class Performance(Page):
+    # playwright: measured in the page (every engine); lighthouse: a Lighthouse run in
+    # the same Chromium behind the same egress proxy, its report an artifact.
+    engine: Literal["playwright", "lighthouse"] = "playwright"
     thresholds: dict[str, Annotated[float, Field(ge=0)]] = {}
+    # Lighthouse: the lowest acceptable score (0 to 1) per category.
+    categories: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    form_factor: Literal["desktop", "mobile"] = "desktop"  # Lighthouse's emulation
 
     @field_validator("thresholds")
     @classmethod
@@ -197,6 +206,28 @@ class Performance(Page):
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; known: {list(PERF_METRICS)}")
         return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(LIGHTHOUSE_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {list(LIGHTHOUSE_CATEGORIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _lighthouse(self) -> Performance:
+        if self.engine != "lighthouse":
+            if self.categories:
+                raise ValueError("categories are Lighthouse scores: set engine: lighthouse")
+            return self
+        # Lighthouse drives a tab of its own, outside the task's browser context.
+        for name, given in (("basicAuth", self.basic_auth), ("cookies", self.cookies),
+                            ("viewport", self.viewport)):  # fmt: skip
+            if given:
+                raise ValueError(f"{name} is not applied by engine lighthouse (it opens its "
+                                 "own tab; use formFactor for its emulation)")  # fmt: skip
+        return self
 
 
 IMPACTS = ("critical", "serious", "moderate", "minor")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ class RunnerSettings(BaseSettings):
     viewport: str = ""  # the Agent's spec.browser.viewport as JSON: the tasks' default
     chromium: str | None = None  # Debian's chromium here; Playwright's own in its image
     firefox: str | None = None  # Debian's firefox-esr here; Playwright's own in its image
+    # Lighthouse's cli (agent_images/lighthouse/), for performance tasks with engine lighthouse
+    lighthouse: str | None = None
     started: float = Field(default_factory=time.time)
 
 
@@ -103,7 +106,9 @@ class Attempt:
                 async_playwright() as pw,
             ):
                 # The browser starts while the proxy comes up and the task's module is imported.
-                starting = start_browser(pw, s, Path(work), proxy.url)
+                # Lighthouse drives this same Chromium over a DevTools port on loopback.
+                debug_port = free_port() if wants_lighthouse(payload, s.browser) else None
+                starting = start_browser(pw, s, Path(work), proxy.url, debug_port)
                 browser, fn, _ = await asyncio.gather(
                     starting, asyncio.to_thread(task, s.task_type), proxy.ready()
                 )
@@ -121,7 +126,7 @@ class Attempt:
                     t1 = time.monotonic()
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
                     run = Run(context, self.evidence, proxy.url, budget, self.progress,
-                              engine=s.browser)  # fmt: skip
+                              engine=s.browser, debug_port=debug_port, lighthouse=s.lighthouse)  # fmt: skip
                     try:
                         return await fn(run, payload)
                     except asyncio.CancelledError:
@@ -143,7 +148,19 @@ class Attempt:
                 self.evidence.add(f"stopped-{i + 1}.png", png, "image/png")
 
 
-async def start_browser(pw: Any, s: RunnerSettings, work: Path, proxy_url: str) -> Any:
+def wants_lighthouse(payload: payloads.Model, engine: str) -> bool:
+    return engine == "chromium" and getattr(payload, "engine", None) == "lighthouse"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_browser(
+    pw: Any, s: RunnerSettings, work: Path, proxy_url: str, debug_port: int | None = None
+) -> Any:
     """The Agent's engine, launched behind the proxy; TaskError if the image lacks it."""
     try:
         launch = choose(s.browser, s.chromium, s.firefox,
@@ -152,7 +169,7 @@ async def start_browser(pw: Any, s: RunnerSettings, work: Path, proxy_url: str) 
         raise TaskError("BrowserUnavailable", str(e), False) from e
     relay = str(bidi_shim.launcher(work, launch.executable)) if launch.bidi else None
     browser_type = getattr(pw, launch.engine)
-    return await browser_type.launch(**launch_options(launch, proxy_url, relay))
+    return await browser_type.launch(**launch_options(launch, proxy_url, relay, debug_port))
 
 
 def agent_viewport(raw: str) -> payloads.Viewport | None:

@@ -153,6 +153,10 @@ BASES = {
         env=(("WALLESTARS_CHROMIUM", "/usr/bin/chromium"),
              ("WALLESTARS_FIREFOX", "/usr/bin/firefox-esr"), *SYSTEM_CAS),
     ),
+    # node:22-bookworm-slim, where the browser image's build runs `npm ci` for Lighthouse:
+    # Debian's Node.js and npm (the image runs Lighthouse with Playwright's own Node.js).
+    "node": Base("node-base", "node:22-bookworm-slim", ("nodejs", "npm", "ca-certificates"),
+                 env=(("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),)),
     # golang:1.26.8-bookworm: this machine's own Go toolchain (the version go.mod asks).
     "go": Base(
         "go-base",
@@ -241,8 +245,8 @@ IMAGES = {
         "browser-agent",
         "agent_images/Dockerfile.browser",
         ("pyproject.toml", "agent_images/wallestars_sdk", "agent_images/wallestars_browser",
-         "hack/gobuild/smokescreen"),
-        {"BROWSER_BASE": "browser", "GO_BASE": "go"},
+         "hack/gobuild/smokescreen", "agent_images/lighthouse"),
+        {"BROWSER_BASE": "browser", "GO_BASE": "go", "NODE_BASE": "node"},
     ),
 }  # fmt: skip
 

@@ -235,6 +235,28 @@ def test_each_task_type_end_to_end(
     assert json.loads(get("a11y-bad", "axe-results.json"))["violations"]
 
 
+def test_lighthouse_audits_in_a_container_of_the_browser_image(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str,
+) -> None:  # fmt: skip
+    """performance with engine lighthouse: the image's Lighthouse (Playwright's Node.js)
+    against the container's Chromium under the restricted profile, its report kept."""
+    s = site[0]
+    create(kubectl, "lh", "performance", {
+        "url": f"{s.url}/accessible", "engine": "lighthouse",
+        "categories": {"accessibility": 0.5}, "thresholds": {"lcp": 30_000}})  # fmt: skip
+    st = finished(kubectl, "lh", timeout=240)["lh"]
+    assert st["phase"] == "Succeeded", why(st)
+    lh = st["result"]["data"]["lighthouse"]
+    assert lh["version"] == "13.5.0" and lh.get("runtimeError") is None  # nulls leave status
+    assert set(lh["categories"]) == {"performance", "accessibility", "best-practices", "seo"}
+    assert st["result"]["data"]["metrics"]["lcp"] > 0
+    report = json.loads(download(webhook_service.url, artifacts(st)["lighthouse.json"]["uri"],
+                                 reader_token(kubectl)))  # fmt: skip
+    assert report["finalDisplayedUrl"] == f"{s.url}/accessible"
+    assert report["categories"]["accessibility"]["score"] == lh["categories"]["accessibility"]
+
+
 def test_visual_regression_against_a_baseline(
     operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
     site: tuple[Site, list[Canary]], chrome: str,

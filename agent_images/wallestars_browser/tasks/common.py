@@ -83,6 +83,9 @@ class Run:
     timeout_ms: float
     progress: Callable[[int], Awaitable[None]] = field(default=lambda _: _noop())
     engine: str = "chromium"  # what some results depend on (performance entry types)
+    # performance with engine lighthouse: the Chromium's DevTools port, Lighthouse's cli
+    debug_port: int | None = None
+    lighthouse: str | None = None
 
 
 async def _noop() -> None:
