@@ -485,6 +485,39 @@ def test_upgrade_keeps_the_signing_key_and_running_tasks(
     assert phase_is(k, "shot", "Succeeded") and phase_is(k, "call", "Succeeded")
 
 
+def test_mutual_tls_browser_jobs_and_functions_present_their_attempts_certificates(
+    k: Kubectl, release: helmlocal.Release, site: int
+) -> None:
+    """webhooks.tls.mutual on an installed release: every callback now needs its
+    attempt's client certificate, and both kinds of agent have one."""
+    release.upgrade("--set", "webhooks.tls.mutual=true")
+    system = Kubectl(k.kubeconfig, SYSTEM)
+    assert system.json("get", "secret", "wallestars-client-ca")["type"] == "kubernetes.io/tls"
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+             "metadata": {"name": "shot-mtls"},
+             "spec": {"agentRef": "chromium", "type": "screenshot",
+                      "payload": {"url": f"http://{NODE_IP}:{site}/"}}})  # fmt: skip
+    task(k, "call-mtls", "fn")
+    for name in ("shot-mtls", "call-mtls"):
+
+        def done(n: str = name) -> Any:
+            return phase_is(k, n, "Succeeded", "Failed", "TimedOut")
+
+        wait_for(f"{name} to finish", done, timeout=180)
+        assert status(k, name)["phase"] == "Succeeded", status(k, name)
+    # The browser attempt's certificate: in its key Secret, named for that attempt only.
+    from cryptography import x509
+
+    (secret,) = k.json("get", "secrets", "-l", "agents.wallestars.io/task=shot-mtls")["items"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    uid = k.json("get", "agenttask", "shot-mtls")["metadata"]["uid"]
+    assert cert.subject.rfc4514_string() == f"CN={uid}/1"
+    client_ca = base64.b64decode(
+        system.json("get", "secret", "wallestars-client-ca")["data"]["tls.crt"]
+    )
+    assert cert.issuer == x509.load_pem_x509_certificate(client_ca).subject
+
+
 def test_uninstall_leaves_no_service_pods_and_keeps_crds_tasks_and_key(
     k: Kubectl, release: helmlocal.Release
 ) -> None:
