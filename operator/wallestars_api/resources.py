@@ -7,6 +7,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 AGENTTASKS = "agenttasks"
 AGENTS = "agents"
+AGENTWORKFLOWS = "agentworkflows"
 # Finalizers, labels and annotations live on our own domain.
 LABEL_TASK = f"{GROUP}/task"
 LABEL_ATTEMPT = f"{GROUP}/attempt"

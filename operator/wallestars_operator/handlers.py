@@ -183,6 +183,11 @@ async def agent_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("agents", event)
 
 
+@kopf.on.event(GROUP, VERSION, "agentworkflows")
+async def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
+    STATE.observe("workflows", event)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("jobs", event)

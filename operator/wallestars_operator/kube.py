@@ -8,7 +8,7 @@ from typing import Any
 
 from wallestars_api.events import send_event
 from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
-from wallestars_api.resources import AGENTS, AGENTTASKS, API_VERSION
+from wallestars_api.resources import AGENTS, AGENTTASKS, AGENTWORKFLOWS, API_VERSION
 
 log = logging.getLogger("wallestars.operator.kube")
 
@@ -67,6 +67,37 @@ class Kube:
         return await self.create(
             f"/api/v1/namespaces/{secret['metadata']['namespace']}/secrets", secret
         )
+
+    async def create_task(self, task: Mapping[str, Any]) -> bool:
+        """A workflow's step; False if it exists (made by an earlier pass)."""
+        ns = task["metadata"]["namespace"]
+        return await self.create(f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTTASKS}", task)
+
+    async def cancel_task(self, ns: str, name: str) -> None:
+        await self._ignore(404)(
+            self.c.request("PATCH", task_path(ns, name), {"spec": {"cancel": True}}, MERGE_PATCH)
+        )
+
+    async def patch_workflow_status(
+        self, obj: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Guarded by the resourceVersion seen; None if someone wrote first (409) or it is gone."""
+        meta = obj["metadata"]
+        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTWORKFLOWS}/{meta['name']}/status"
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
+        try:
+            return await self.c.request("PATCH", path, body, MERGE_PATCH)
+        except ApiError as e:
+            if e.code in (404, 409):
+                return None
+            raise
+
+    async def delete_workflow(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": meta["uid"]},
+                "propagationPolicy": "Background"}  # fmt: skip
+        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTWORKFLOWS}/{meta['name']}"
+        await self._ignore(404, 409)(self.c.request("DELETE", path, body))
 
     async def delete_job(self, ns: str, name: str) -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}

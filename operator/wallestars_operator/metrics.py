@@ -57,3 +57,12 @@ def queue_depth(
 def agent(key: tuple[str, str], used: int, ready: bool) -> None:
     SLOTS_USED.labels(key[1]).set(used)
     READY.labels(key[1]).set(1 if ready else 0)
+
+
+# AgentWorkflows (workflows/controller.py).
+WORKFLOW_STEPS = Counter(
+    "wallestars_workflow_steps", "Step AgentTasks the operator created for workflows.", ["event"]
+)
+WORKFLOWS_FINISHED = Counter(
+    "wallestars_workflows_finished", "AgentWorkflows that ended, by phase.", ["phase"]
+)

@@ -62,6 +62,7 @@ from wallestars_operator.upkeep import (
     job_of,
     needs_care,
 )
+from wallestars_operator.workflows.controller import Workflows
 
 log = logging.getLogger("wallestars.operator")
 # A waiting task's reason is written when it changes; its queue position alone is
@@ -113,6 +114,7 @@ class Reconciler(AgentUpkeep):
         # dropped if it no longer does by the time the write's turn comes.
         self.acting = acting
         self.cloud = Cloud(kube, self.key_text, cfg, self.client_cert)
+        self.workflows = Workflows(state, kube, events, self.spawn, self.free)
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
         # Browser Agents' probe verdicts not yet written to their status.
@@ -267,6 +269,7 @@ class Reconciler(AgentUpkeep):
             self._write_wait(by_key[k], p.waiting[k], now, mono)
         metrics.queue_depth(p.queued, agents)
         self.agent_status(agents, p.load, p.queued, now)
+        self.workflows.tick(now, mono)
         self._forget(tasks, p.waiting)
 
     def _forget(self, tasks: list[dict[str, Any]], waiting: Mapping[tuple[str, str], Wait]) -> None:

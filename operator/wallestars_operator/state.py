@@ -17,7 +17,8 @@ from wallestars_api.lifecycle import TERMINAL, parse_ts
 from wallestars_api.objects import without_bookkeeping
 
 Key = tuple[str, str]
-KINDS = ("tasks", "agents", "jobs", "pods")
+KINDS = ("tasks", "agents", "jobs", "pods", "workflows")
+WORKFLOW_LABEL = "agents.wallestars.io/workflow"
 
 
 # What the operator still reads of a finished task: TTL deletion and the Agent's statistics.
@@ -34,10 +35,18 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     status = obj.get("status") or {}
     if kind == "tasks" and status.get("phase") in TERMINAL:
         spec = obj.get("spec") or {}
+        # A workflow's step keeps its outcome: later steps' payloads may read it.
+        step = WORKFLOW_LABEL in (meta.get("labels") or {})
+        keep_meta = (*FINISHED_META, "labels") if step else FINISHED_META
+        keep_status = (
+            (*FINISHED_STATUS, "result", "error", "reason", "message", "startTime")
+            if step
+            else FINISHED_STATUS
+        )
         return {
-            "metadata": {k: meta[k] for k in FINISHED_META if k in meta},
+            "metadata": {k: meta[k] for k in keep_meta if k in meta},
             "spec": {k: spec[k] for k in ("ttlSecondsAfterFinished",) if k in spec},
-            "status": {k: status[k] for k in FINISHED_STATUS if k in status},
+            "status": {k: status[k] for k in keep_status if k in status},
         }
     return without_bookkeeping(obj)
 
@@ -136,3 +145,7 @@ class State:
     @property
     def pods(self) -> dict[Key, dict[str, Any]]:
         return self.objects["pods"]
+
+    @property
+    def workflows(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["workflows"]

@@ -2,7 +2,7 @@
 
 POST / receives the operator's invocation, answers 202 at once, then reports through
 the SDK like a real function would. What it does is steered by the task's
-payload.data.behaviour: succeed (default), fail-once (fail attempt 1, then succeed),
+payload.data.behaviour (and payload.data.out, returned as result.data.out): succeed (default), fail-once (fail attempt 1, then succeed),
 fail (always), silent (never call back), refuse (answer 500 to the invocation),
 slow (call back success after 8 s), duplicate (the success sent twice, the same signed
 message: a network or SDK retry), reorder (the success, then a progress callback that
@@ -52,6 +52,9 @@ async def report(inv: dict[str, Any]) -> None:
             await agent.fail("Flaky", f"attempt {inv['attempt']} failed on purpose")
             return
         data = {"attempt": inv["attempt"], "type": inv["type"]}
+        given = (inv.get("payload") or {}).get("data") or {}
+        if "out" in given:  # what the task should return (workflows pass it to later steps)
+            data["out"] = given["out"]
         if behaviour == "duplicate":
             body = agent.body(CallbackStatus.SUCCESS, progress=100, results=Results(data=data))
             wid = "msg_" + secrets.token_hex(16)

@@ -148,9 +148,13 @@ def test_example_is_accepted(kubectl: Kubectl, path: Path) -> None:
     out = kubectl("create", "-f", str(path))
     assert "created" in out
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    (obj,) = [d for d in docs if d["kind"] in ("Agent", "AgentTask")]
+    (obj,) = [d for d in docs if d["kind"] in ("Agent", "AgentTask", "AgentWorkflow")]
     got = kubectl.json("get", obj["kind"].lower(), obj["metadata"]["name"])
-    assert got["spec"]["type"] == obj["spec"]["type"]
+    assert got["spec"].get("type") == obj["spec"].get("type")
+    if obj["kind"] == "AgentWorkflow":
+        assert [s["name"] for s in got["spec"]["steps"]] == [
+            s["name"] for s in obj["spec"]["steps"]
+        ]
     for ref in [d for d in docs if d["kind"] == "Secret"]:  # credentials opt in (#13)
         assert ref["metadata"]["labels"]["agents.wallestars.io/credential"] == "true"
 

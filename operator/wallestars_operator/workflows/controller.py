@@ -1,0 +1,111 @@
+"""AgentWorkflows at the edge: each pass decides every unfinished workflow from the
+caches (decide.py) and carries the plan out in the background, one write chain per
+workflow at a time (the Reconciler's spawn/free, keyed apart from tasks)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from wallestars_api.events import EventQueue
+from wallestars_api.kubeclient import ApiError
+
+from wallestars_operator import metrics
+from wallestars_operator.kube import Kube
+from wallestars_operator.state import State
+from wallestars_operator.workflows.decide import FINISHED, Plan, decide, step_task_name
+
+log = logging.getLogger("wallestars.operator.workflows")
+Key = tuple[str, str]
+
+
+def key(wf: Mapping[str, Any]) -> Key:
+    """Apart from task keys: no object name has a '/'."""
+    return (wf["metadata"]["namespace"], "workflow/" + wf["metadata"]["name"])
+
+
+class Workflows:
+    def __init__(
+        self,
+        state: State,
+        kube: Kube,
+        events: EventQueue,
+        spawn: Callable[[Key, Callable[[], Awaitable[None]]], None],
+        free: Callable[[Key, float], bool],
+    ) -> None:
+        self.state, self.kube, self.events = state, kube, events
+        self.spawn, self.free = spawn, free
+
+    def step_tasks(self, wf: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The steps' tasks the caches hold, by step, found by their deterministic names
+        (and only if the workflow owns them)."""
+        meta = wf["metadata"]
+        out: dict[str, dict[str, Any]] = {}
+        for s in (wf.get("spec") or {}).get("steps") or []:
+            name = step_task_name(meta["name"], meta["uid"], s["name"])
+            t = self.state.tasks.get((meta["namespace"], name))
+            if (
+                t is not None
+                and (t["metadata"].get("labels") or {}).get("agents.wallestars.io/step")
+                == s["name"]
+            ):
+                out[s["name"]] = t
+        return out
+
+    def tick(self, now: datetime, mono: float) -> None:
+        for wf in list(self.state.workflows.values()):
+            k = key(wf)
+            if not self.free(k, mono):
+                continue
+            status = wf.get("status") or {}
+            spec = wf.get("spec") or {}
+            if status.get("phase") in FINISHED and spec.get("ttlSecondsAfterFinished") is None:
+                continue
+            try:
+                plan = decide(wf, self.step_tasks(wf), now)
+            except Exception:  # one malformed workflow must not stop the others
+                log.exception(
+                    "%s/%s: no decision", wf["metadata"]["namespace"], wf["metadata"]["name"]
+                )
+                continue
+            if plan.create or plan.cancel or plan.delete or plan.status != status:
+                self.spawn(k, functools.partial(self.act, wf, plan))
+
+    async def act(self, wf: Mapping[str, Any], plan: Plan) -> None:
+        meta = wf["metadata"]
+        ns = meta["namespace"]
+        if plan.delete:
+            await self.kube.delete_workflow(wf)
+            self.state.remove("workflows", wf)
+            return
+        status = plan.status
+        for task in plan.create:
+            try:
+                if await self.kube.create_task(task):
+                    metrics.WORKFLOW_STEPS.labels("created").inc()
+            except ApiError as e:
+                if e.code in (401, 429) or e.code >= 500:
+                    raise  # the API server's trouble: the next pass tries again
+                # Refused (the rendered payload broke the AgentTask schema): the step fails.
+                step = task["metadata"]["labels"]["agents.wallestars.io/step"]
+                for s in status.get("steps") or []:
+                    if s["name"] == step:
+                        s.pop("task", None)
+                        s.update(phase="Failed", message=(
+                            f"the API server refused the step's AgentTask: {e.message}"))  # fmt: skip
+                self.events.post(wf, "StepFailed", f"step {step}: {e.message}", True)
+        for name in plan.cancel:
+            await self.kube.cancel_task(ns, name)
+        if status != (wf.get("status") or {}):
+            written = await self.kube.patch_workflow_status(wf, status)
+            if written is None:
+                return  # someone wrote first: decided again from what they wrote
+            self.state.put("workflows", written)
+            old_phase = (wf.get("status") or {}).get("phase")
+            if status.get("phase") in FINISHED and old_phase not in FINISHED:
+                metrics.WORKFLOWS_FINISHED.labels(status["phase"]).inc()
+        for reason, message, warning in plan.events:
+            self.events.post(wf, reason, message, warning)

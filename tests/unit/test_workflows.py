@@ -1,0 +1,261 @@
+"""AgentWorkflows: the graph, expressions over earlier steps, and one pass's decisions."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wallestars_operator.workflows.dag import downstream, find_cycle, graph_problem
+from wallestars_operator.workflows.decide import (
+    STEP_LABEL,
+    WORKFLOW_LABEL,
+    decide,
+    step_task_name,
+)
+from wallestars_operator.workflows.expressions import ExpressionError, parse_path, render
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def test_graph_problems_name_what_is_wrong() -> None:
+    assert graph_problem([{"name": "a"}, {"name": "b", "dependsOn": ["a"]}]) is None
+    assert graph_problem([{"name": "a"}, {"name": "a"}]) == "two steps are named 'a'"
+    assert "depends on 'x', which is not a step" in (
+        graph_problem([{"name": "a", "dependsOn": ["x"]}]) or ""
+    )
+    assert "depends on itself" in (graph_problem([{"name": "a", "dependsOn": ["a"]}]) or "")
+    cyc = graph_problem([{"name": "a", "dependsOn": ["c"]}, {"name": "b", "dependsOn": ["a"]},
+                         {"name": "c", "dependsOn": ["b"]}, {"name": "d"}])  # fmt: skip
+    assert cyc == "the steps depend on each other in a cycle: a -> c -> b -> a"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.lists(st.sampled_from("abcdefgh"), max_size=3),
+                       min_size=1))  # fmt: skip
+def test_a_cycle_found_is_a_real_cycle_and_none_means_a_topological_order_exists(
+    raw: dict[str, list[str]],
+) -> None:
+    deps = {n: [d for d in ds if d in raw] for n, ds in raw.items()}
+    cycle = find_cycle(deps)
+    if cycle is not None:
+        assert cycle[0] == cycle[-1] and len(cycle) >= 2
+        assert all(b in deps[a] for a, b in itertools.pairwise(cycle))
+    else:  # Kahn's algorithm orders every node
+        left = {n: set(ds) for n, ds in deps.items()}
+        while left:
+            ready = [n for n, ds in left.items() if not ds]
+            assert ready, left
+            for n in ready:
+                del left[n]
+            for ds in left.values():
+                ds.difference_update(ready)
+
+
+def test_downstream_is_everything_that_depends_on_the_roots() -> None:
+    deps = {"a": [], "b": ["a"], "c": ["b"], "d": [], "e": ["d", "c"]}
+    assert downstream(deps, {"b"}) == {"c", "e"}
+    assert downstream(deps, {"d"}) == {"e"}
+
+
+ROOT = {"steps": {"login": {"phase": "Succeeded", "result": {"data": {
+    "token": "t-1", "api-key": "k", "items": [{"id": 7}, {"id": 8}], "n": 3}}}}}  # fmt: skip
+
+
+def test_expressions_keep_types_when_whole_and_become_text_inside_text() -> None:
+    assert render("{{ steps.login.result.data.token }}", ROOT) == "t-1"
+    assert render("{{steps.login.result.data.n}}", ROOT) == 3
+    assert render("{{ steps.login.result.data.items }}", ROOT) == [{"id": 7}, {"id": 8}]
+    assert render("Bearer {{ steps.login.result.data.token }}", ROOT) == "Bearer t-1"
+    assert render("ids: {{ steps.login.result.data.items[1] }}", ROOT) == 'ids: {"id":8}'
+    assert render('{{ steps.login.result.data["api-key"] }}', ROOT) == "k"
+    assert render({"h": ["{{ steps.login.result.data.items[0].id }}", 1]}, ROOT) == {"h": [7, 1]}
+    assert render("no expressions {here}", ROOT) == "no expressions {here}"
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [("{{ steps.logout.result }}", "no 'logout' in steps"),
+     ("{{ steps.login.result.data.tokens }}", "no 'tokens' in steps.login.result.data (an object; it has"),
+     ("{{ steps.login.result.data.items[5] }}", "no item [5] in steps.login.result.data.items (a list of 2)"),
+     ("{{ steps.login.result.data.token.x }}", "no 'x' in steps.login.result.data.token (text)"),
+     ("{{ __import__('os') }}", "is not a path"),
+     ("{{ steps.login + 1 }}", "is not a path")],
+)  # fmt: skip
+def test_a_bad_expression_says_how_far_it_got(expr: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as e:
+        render(expr, ROOT)
+    assert message in str(e.value)
+
+
+def test_paths_parse_names_indices_and_quoted_keys() -> None:
+    assert parse_path("a.b[0][\"c-d\"]['e']") == ["a", "b", 0, "c-d", "e"]
+
+
+def wf(steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "deploy-check", "namespace": "ns", "uid": "wf-uid", "generation": 1},
+            "spec": {"steps": steps, **spec}, "status": {}}  # fmt: skip
+
+
+def tmpl(**payload: Any) -> dict[str, Any]:
+    return {"agentRef": "fn", "type": "custom", "payload": payload}
+
+
+def task_of(
+    name: str, phase: str, data: dict[str, Any] | None = None, **status: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {"phase": phase, "result": {"data": data or {}}, **status},
+    }
+
+
+def advance(w: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Any:
+    plan = decide(w, tasks, NOW)
+    w["status"] = plan.status
+    return plan
+
+
+DIAMOND: list[dict[str, Any]] = [{"name": "health", "template": tmpl(url="https://x/health")},
+           {"name": "e2e", "dependsOn": ["health"], "template": tmpl(v="{{ steps.health.result.data.version }}")},
+           {"name": "shot", "dependsOn": ["health"], "template": tmpl()},
+           {"name": "diff", "dependsOn": ["e2e", "shot"], "template": tmpl(base="{{ steps.shot.task }}")}]  # fmt: skip
+
+
+def test_a_diamond_runs_in_order_passing_results_along() -> None:
+    w = wf(copy.deepcopy(DIAMOND), outputs={"version": "{{ steps.health.result.data.version }}"})
+    p = advance(w, {})
+    assert [t["metadata"]["labels"][STEP_LABEL] for t in p.create] == ["health"]
+    t = p.create[0]
+    assert t["metadata"]["name"] == step_task_name("deploy-check", "wf-uid", "health")
+    assert t["metadata"]["labels"][WORKFLOW_LABEL] == "deploy-check"
+    assert t["metadata"]["ownerReferences"][0]["kind"] == "AgentWorkflow"
+    assert w["status"]["phase"] == "Running" and w["status"]["progress"] == "0/4"
+    # The same pass again, before the task is seen: the same name, so never two tasks.
+    assert [c["metadata"]["name"] for c in decide(w, {}, NOW).create] == [t["metadata"]["name"]]
+    tasks = {"health": task_of(t["metadata"]["name"], "Running")}
+    assert advance(w, tasks).create == []
+    tasks["health"] = task_of(t["metadata"]["name"], "Succeeded", {"version": "2.4.1"})
+    p = advance(w, tasks)
+    made = {c["metadata"]["labels"][STEP_LABEL]: c for c in p.create}
+    assert set(made) == {"e2e", "shot"}  # in parallel
+    assert made["e2e"]["spec"]["payload"] == {"v": "2.4.1"}
+    tasks |= {n: task_of(c["metadata"]["name"], "Succeeded") for n, c in made.items()}
+    p = advance(w, tasks)
+    assert p.create[0]["spec"]["payload"] == {"base": made["shot"]["metadata"]["name"]}
+    tasks["diff"] = task_of(p.create[0]["metadata"]["name"], "PartiallySucceeded")
+    advance(w, tasks)
+    assert w["status"]["phase"] == "Succeeded" and w["status"]["progress"] == "4/4"
+    assert w["status"]["outputs"] == {"version": "2.4.1"}
+    assert [s["phase"] for s in w["status"]["steps"]] == ["Succeeded"] * 4
+
+
+def test_fail_fast_cancels_what_runs_and_skips_the_rest() -> None:
+    w = wf(copy.deepcopy(DIAMOND))
+    advance(w, {})
+    names = {s["name"]: step_task_name("deploy-check", "wf-uid", s["name"]) for s in DIAMOND}
+    tasks = {"health": task_of(names["health"], "Succeeded", {"version": "1"})}
+    advance(w, tasks)
+    tasks |= {"e2e": task_of(names["e2e"], "Failed", message="step 3 failed"),
+              "shot": task_of(names["shot"], "Running")}  # fmt: skip
+    p = advance(w, tasks)
+    assert p.cancel == [names["shot"]] and p.create == []
+    assert w["status"]["phase"] == "Failed" and w["status"]["reason"] == "StepFailed"
+    assert w["status"]["message"] == "step e2e failed: step 3 failed"
+    assert {s["name"]: s["phase"] for s in w["status"]["steps"]}["diff"] == "Skipped"
+    assert decide(w, tasks, NOW).create == []  # finished: nothing more, ever
+
+
+def test_continue_runs_the_other_branches_then_fails() -> None:
+    steps: list[dict[str, Any]] = [{"name": "a", "template": tmpl()}, {"name": "b", "dependsOn": ["a"], "template": tmpl()},
+             {"name": "c", "template": tmpl()}]  # fmt: skip
+    w = wf(steps, failurePolicy="Continue")
+    p = advance(w, {})
+    assert {c["metadata"]["labels"][STEP_LABEL] for c in p.create} == {"a", "c"}
+    n = {s["name"]: step_task_name("deploy-check", "wf-uid", s["name"]) for s in steps}
+    tasks = {"a": task_of(n["a"], "Failed"), "c": task_of(n["c"], "Running")}
+    p = advance(w, tasks)
+    assert p.cancel == [] and p.create == [] and w["status"]["phase"] == "Running"
+    assert {s["name"]: s["phase"] for s in w["status"]["steps"]} == {
+        "a": "Failed",
+        "b": "Skipped",
+        "c": "Running",
+    }
+    tasks["c"] = task_of(n["c"], "Succeeded")
+    advance(w, tasks)
+    assert (
+        w["status"]["phase"] == "Failed"
+        and w["status"]["message"] == "steps that did not succeed: a"
+    )
+
+
+def test_a_missing_result_fails_the_step_with_the_path() -> None:
+    steps = [{"name": "login", "template": tmpl()},
+             {"name": "use", "dependsOn": ["login"], "template": tmpl(t="{{ steps.login.result.data.token }}")}]  # fmt: skip
+    w = wf(steps)
+    advance(w, {})
+    tasks = {
+        "login": task_of(
+            step_task_name("deploy-check", "wf-uid", "login"), "Succeeded", {"other": 1}
+        )
+    }
+    p = advance(w, tasks)
+    assert p.create == [] and w["status"]["phase"] == "Failed"
+    assert (
+        "spec.steps[use].template.payload: steps.login.result.data.token: no 'token'"
+        in w["status"]["message"]
+    )
+
+
+def test_cancel_suspend_deadline_and_ttl() -> None:
+    steps = [
+        {"name": "a", "template": tmpl()},
+        {"name": "b", "dependsOn": ["a"], "template": tmpl()},
+    ]
+    n = step_task_name("deploy-check", "wf-uid", "a")
+    w = wf(steps, suspend=True)
+    p = advance(w, {})
+    assert p.create == [] and w["status"]["phase"] == "Suspended"
+    w["spec"]["suspend"] = False
+    assert advance(w, {}).create
+    w["spec"]["cancel"] = True
+    p = advance(w, {"a": task_of(n, "Running")})
+    assert p.cancel == [n] and w["status"]["phase"] == "Cancelled"
+    w2 = wf(steps, deadlineSeconds=60)
+    advance(w2, {})
+    p = decide(w2, {"a": task_of(n, "Running")}, NOW + timedelta(seconds=61))
+    assert (
+        p.status["phase"] == "Failed"
+        and p.status["reason"] == "DeadlineExceeded"
+        and p.cancel == [n]
+    )
+    w3 = wf(steps, ttlSecondsAfterFinished=30)
+    w3["status"] = {"phase": "Succeeded", "completionTime": "2026-12-03T12:00:00Z"}
+    assert not decide(w3, {}, NOW + timedelta(seconds=29)).delete
+    assert decide(w3, {}, NOW + timedelta(seconds=30)).delete
+
+
+def test_a_cycle_fails_the_workflow_at_once_naming_it() -> None:
+    w = wf([{"name": "a", "dependsOn": ["b"], "template": tmpl()},
+            {"name": "b", "dependsOn": ["a"], "template": tmpl()}])  # fmt: skip
+    p = advance(w, {})
+    assert p.create == [] and w["status"]["reason"] == "InvalidWorkflow"
+    assert w["status"]["message"] == "the steps depend on each other in a cycle: a -> b -> a"
+
+
+def test_a_secret_by_reference_is_refused_in_a_step() -> None:
+    w = wf(
+        [
+            {
+                "name": "a",
+                "template": tmpl(headersFrom={"X": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+            }
+        ]
+    )
+    p = advance(w, {})
+    assert p.create == [] and w["status"]["phase"] == "Failed"
+    assert "names Secret s" in w["status"]["message"]
