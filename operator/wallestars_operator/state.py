@@ -37,7 +37,7 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         spec = obj.get("spec") or {}
         # A workflow's step keeps its outcome: later steps' payloads may read it.
         step = WORKFLOW_LABEL in (meta.get("labels") or {})
-        keep_meta = (*FINISHED_META, "labels") if step else FINISHED_META
+        keep_meta = (*FINISHED_META, "labels", "ownerReferences") if step else FINISHED_META
         keep_status = (
             (*FINISHED_STATUS, "result", "error", "reason", "message", "startTime")
             if step
@@ -69,6 +69,9 @@ class State:
         # tasks not yet in a terminal phase, and when each finished task's TTL is due.
         self.live: set[Key] = set()
         self.expiry: dict[Key, datetime] = {}
+        # Step tasks by their workflow (namespace, workflow label): a workflow's pass reads
+        # its own steps without walking every task.
+        self.steps: dict[Key, set[Key]] = {}
 
     def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -91,6 +94,8 @@ class State:
         store[k] = slim(kind, obj)
         if kind == "tasks":
             self._index(k, store[k])
+            if wf := (obj["metadata"].get("labels") or {}).get(WORKFLOW_LABEL):
+                self.steps.setdefault((k[0], wf), set()).add(k)
         self.wake.set()
 
     def _index(self, k: Key, obj: Mapping[str, Any]) -> None:
@@ -113,6 +118,10 @@ class State:
         old = store.get(k)
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del store[k]
+            if kind == "tasks" and (
+                wf := (old["metadata"].get("labels") or {}).get(WORKFLOW_LABEL)
+            ):
+                self.steps.get((k[0], wf), set()).discard(k)
             self.seen_at.pop(k, None)
             self.live.discard(k)
             self.expiry.pop(k, None)
@@ -149,3 +158,6 @@ class State:
     @property
     def workflows(self) -> dict[Key, dict[str, Any]]:
         return self.objects["workflows"]
+
+    def workflow_tasks(self, ns: str, workflow_label: str) -> list[dict[str, Any]]:
+        return [t for k in self.steps.get((ns, workflow_label), ()) if (t := self.tasks.get(k))]

@@ -22,11 +22,16 @@ def step(name: str, out: Any = None, after: tuple[str, ...] = (), **data: Any) -
 
 
 def finished(kubectl: Kubectl, name: str, timeout: float = 90) -> dict[str, Any]:
-    def done() -> Any:
-        st = kubectl.json("get", "agentworkflow", name).get("status") or {}
-        return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+    last: dict[str, Any] = {}
 
-    return dict(wait_for(f"workflow {name} to finish", done, timeout=timeout))
+    def done() -> Any:
+        last.update(kubectl.json("get", "agentworkflow", name).get("status") or {})
+        return last if last.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    try:
+        return dict(wait_for(f"workflow {name} to finish", done, timeout=timeout))
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {last}") from None
 
 
 def step_tasks(kubectl: Kubectl, wf: str) -> dict[str, dict[str, Any]]:
@@ -135,3 +140,55 @@ def test_the_api_server_refuses_a_bad_graph_and_a_cycle_fails_at_once(
     assert st["phase"] == "Failed" and st["reason"] == "InvalidWorkflow"
     assert st["message"] == "the steps depend on each other in a cycle: a -> c -> b -> a"
     assert step_tasks(kubectl, "cycle") == {}
+
+
+def test_a_pipeline_fans_out_over_a_result_with_parallelism_then_aggregates(
+    operator: OperatorProcess, function_url: str, kubectl: Kubectl
+) -> None:
+    http_agent(kubectl, function_url)
+    items = [{"id": i, "name": f"item {i}"} for i in range(7)]
+    each = step("each", "{{ item.name }}", ("list",))
+    each |= {"withResultItems": "{{ steps.list.result.data.out }}", "parallelism": 3}
+    kubectl.apply({**WF, "metadata": {"name": "pipeline"}, "spec": {"steps": [
+        step("list", items), each, step("sum", "{{ steps.each.results }}", ("each",))],
+        "outputs": {"all": "{{ steps.sum.result.data.out }}"}}})  # fmt: skip
+    st = finished(kubectl, "pipeline", timeout=120)
+    assert st["phase"] == "Succeeded", st
+    assert [r["out"] for r in st["outputs"]["all"]] == [f"item {i}" for i in range(7)]
+    tasks = kubectl.json("get", "agenttasks", "-l", "agents.wallestars.io/step=each")["items"]
+    assert sorted(int(t["metadata"]["labels"]["agents.wallestars.io/item"]) for t in tasks) == list(
+        range(7)
+    )
+    # Never more than 3 at once: each item task started after all but 2 earlier ones ended.
+    # (A cloud task's start is its dispatch: the function's 202.)
+    spans = sorted(((t["status"].get("startTime") or t["status"]["dispatchTime"]), t["status"]["completionTime"])
+                   for t in tasks)  # fmt: skip
+    for start, _ in spans:
+        overlapping = [s for s in spans if s[0] <= start < s[1]]
+        assert len(overlapping) <= 3, (start, overlapping)
+    assert {s["name"]: s for s in st["steps"]}["each"]["items"] == 7
+
+
+def test_a_matrix_over_two_agents_and_a_when_that_skips(
+    operator: OperatorProcess, function_url: str, kubectl: Kubectl
+) -> None:
+    http_agent(kubectl, function_url)  # the other steps'
+    http_agent(kubectl, function_url, name="fn-a")
+    http_agent(kubectl, function_url, name="fn-b")
+    matrix = {"name": "matrix", "withItems": ["fn-a", "fn-b"], "template": {
+        "agentRef": "{{ item }}", "type": "custom", "payload": {"data": {"out": "ran on {{ item }}"}}}}  # fmt: skip
+    skip = step("deploy", "deployed", ("matrix",)) | {
+        "when": "{{ steps.matrix.results[0].out }} == nope"
+    }
+    kubectl.apply({**WF, "metadata": {"name": "matrix"}, "spec": {"steps": [
+        matrix, skip, step("after", "after", ("deploy",))]}})  # fmt: skip
+    st = finished(kubectl, "matrix")
+    assert st["phase"] == "Succeeded", st
+    phases = {s["name"]: s["phase"] for s in st["steps"]}
+    assert phases == {"matrix": "Succeeded", "deploy": "Skipped", "after": "Succeeded"}
+    tasks = kubectl.json("get", "agenttasks", "-l", "agents.wallestars.io/step=matrix")["items"]
+    assert sorted(t["status"]["agent"] for t in tasks) == ["fn-a", "fn-b"]
+    assert sorted(t["status"]["result"]["data"]["out"] for t in tasks) == [
+        "ran on fn-a",
+        "ran on fn-b",
+    ]

@@ -28,6 +28,8 @@ def test_graph_problems_name_what_is_wrong() -> None:
     assert "depends on 'x', which is not a step" in (
         graph_problem([{"name": "a", "dependsOn": ["x"]}]) or ""
     )
+    both = {"name": "a", "withItems": [1], "withResultItems": "{{ steps.b.results }}"}
+    assert "sets both withItems and withResultItems" in (graph_problem([both]) or "")
     assert "depends on itself" in (graph_problem([{"name": "a", "dependsOn": ["a"]}]) or "")
     cyc = graph_problem([{"name": "a", "dependsOn": ["c"]}, {"name": "b", "dependsOn": ["a"]},
                          {"name": "c", "dependsOn": ["b"]}, {"name": "d"}])  # fmt: skip
@@ -114,8 +116,13 @@ def task_of(
     }
 
 
+def by_name(tasks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """decide() takes the step tasks by task name; the tests keep them by step."""
+    return {t["metadata"]["name"]: t for t in tasks.values()}
+
+
 def advance(w: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> Any:
-    plan = decide(w, tasks, NOW)
+    plan = decide(w, by_name(tasks), NOW)
     w["status"] = plan.status
     return plan
 
@@ -136,7 +143,9 @@ def test_a_diamond_runs_in_order_passing_results_along() -> None:
     assert t["metadata"]["ownerReferences"][0]["kind"] == "AgentWorkflow"
     assert w["status"]["phase"] == "Running" and w["status"]["progress"] == "0/4"
     # The same pass again, before the task is seen: the same name, so never two tasks.
-    assert [c["metadata"]["name"] for c in decide(w, {}, NOW).create] == [t["metadata"]["name"]]
+    assert [c["metadata"]["name"] for c in decide(w, by_name({}), NOW).create] == [
+        t["metadata"]["name"]
+    ]
     tasks = {"health": task_of(t["metadata"]["name"], "Running")}
     assert advance(w, tasks).create == []
     tasks["health"] = task_of(t["metadata"]["name"], "Succeeded", {"version": "2.4.1"})
@@ -167,7 +176,7 @@ def test_fail_fast_cancels_what_runs_and_skips_the_rest() -> None:
     assert w["status"]["phase"] == "Failed" and w["status"]["reason"] == "StepFailed"
     assert w["status"]["message"] == "step e2e failed: step 3 failed"
     assert {s["name"]: s["phase"] for s in w["status"]["steps"]}["diff"] == "Skipped"
-    assert decide(w, tasks, NOW).create == []  # finished: nothing more, ever
+    assert decide(w, by_name(tasks), NOW).create == []  # finished: nothing more, ever
 
 
 def test_continue_runs_the_other_branches_then_fails() -> None:
@@ -206,7 +215,7 @@ def test_a_missing_result_fails_the_step_with_the_path() -> None:
     p = advance(w, tasks)
     assert p.create == [] and w["status"]["phase"] == "Failed"
     assert (
-        "spec.steps[use].template.payload: steps.login.result.data.token: no 'token'"
+        "spec.steps[use].template: steps.login.result.data.token: no 'token'"
         in w["status"]["message"]
     )
 
@@ -227,7 +236,7 @@ def test_cancel_suspend_deadline_and_ttl() -> None:
     assert p.cancel == [n] and w["status"]["phase"] == "Cancelled"
     w2 = wf(steps, deadlineSeconds=60)
     advance(w2, {})
-    p = decide(w2, {"a": task_of(n, "Running")}, NOW + timedelta(seconds=61))
+    p = decide(w2, by_name({"a": task_of(n, "Running")}), NOW + timedelta(seconds=61))
     assert (
         p.status["phase"] == "Failed"
         and p.status["reason"] == "DeadlineExceeded"
@@ -235,8 +244,8 @@ def test_cancel_suspend_deadline_and_ttl() -> None:
     )
     w3 = wf(steps, ttlSecondsAfterFinished=30)
     w3["status"] = {"phase": "Succeeded", "completionTime": "2026-12-03T12:00:00Z"}
-    assert not decide(w3, {}, NOW + timedelta(seconds=29)).delete
-    assert decide(w3, {}, NOW + timedelta(seconds=30)).delete
+    assert not decide(w3, by_name({}), NOW + timedelta(seconds=29)).delete
+    assert decide(w3, by_name({}), NOW + timedelta(seconds=30)).delete
 
 
 def test_a_cycle_fails_the_workflow_at_once_naming_it() -> None:
@@ -259,3 +268,100 @@ def test_a_secret_by_reference_is_refused_in_a_step() -> None:
     p = advance(w, {})
     assert p.create == [] and w["status"]["phase"] == "Failed"
     assert "names Secret s" in w["status"]["message"]
+
+
+def names_of(p: Any) -> list[str]:
+    return [c["metadata"]["name"] for c in p.create]
+
+
+def test_a_fan_out_over_a_result_list_with_parallelism_then_an_aggregate() -> None:
+    steps: list[dict[str, Any]] = [
+        {"name": "scrape", "template": tmpl()},
+        {"name": "each", "dependsOn": ["scrape"], "parallelism": 2,
+         "withResultItems": "{{ steps.scrape.result.data.links }}",
+         "template": tmpl(url="{{ item.href }}", n="{{ itemIndex }}")},
+        {"name": "sum", "dependsOn": ["each"], "template": tmpl(all="{{ steps.each.results }}")}]  # fmt: skip
+    w = wf(steps)
+    advance(w, {})
+    scrape = step_task_name("deploy-check", "wf-uid", "scrape")
+    links = [{"href": f"https://x/{i}"} for i in range(5)]
+    tasks = {"scrape": task_of(scrape, "Succeeded", {"links": links})}
+    p = advance(w, tasks)
+    assert [c["spec"]["payload"] for c in p.create] == [
+        {"url": "https://x/0", "n": 0},
+        {"url": "https://x/1", "n": 1},
+    ]
+    assert [c["metadata"]["labels"]["agents.wallestars.io/item"] for c in p.create] == ["0", "1"]
+    each = {s["name"]: s for s in w["status"]["steps"]}["each"]
+    assert each["items"] == 5 and each["phase"] == "Running"
+    inst = [step_task_name("deploy-check", "wf-uid", "each", i) for i in range(5)]
+    assert names_of(p) == inst[:2]
+    tasks |= {"e0": task_of(inst[0], "Succeeded", {"v": 0}), "e1": task_of(inst[1], "Running")}
+    p = advance(w, tasks)
+    assert names_of(p) == [inst[2]]  # one finished: one more, never over 2 running
+    tasks |= {
+        "e1": task_of(inst[1], "Succeeded", {"v": 1}),
+        "e2": task_of(inst[2], "Succeeded", {"v": 2}),
+    }
+    p = advance(w, tasks)
+    assert names_of(p) == inst[3:5]
+    tasks |= {f"e{i}": task_of(inst[i], "Succeeded", {"v": i}) for i in (3, 4)}
+    p = advance(w, tasks)
+    assert p.create[0]["spec"]["payload"] == {"all": [{"v": i} for i in range(5)]}  # in item order
+    assert {s["name"]: s for s in w["status"]["steps"]}["each"]["done"] == 5
+
+
+def test_a_failed_item_fails_the_fan_out_step() -> None:
+    w = wf([{"name": "each", "withItems": ["a", "b"], "template": tmpl(x="{{ item }}")}])
+    p = advance(w, {})
+    assert [c["spec"]["payload"] for c in p.create] == [{"x": "a"}, {"x": "b"}]
+    n0, n1 = names_of(p)
+    p = advance(w, {"0": task_of(n0, "Failed", message="boom"), "1": task_of(n1, "Running")})
+    assert (
+        w["status"]["phase"] == "Failed"
+        and w["status"]["message"] == "step each failed: item 0 failed: boom"
+    )
+    assert p.cancel == [n1]
+
+
+def test_a_matrix_over_agents_renders_the_agent_too() -> None:
+    step = {"name": "e2e", "withItems": ["chromium", "firefox"], "template": {
+        "agentRef": "{{ item }}", "type": "e2e-test", "payload": {"url": "https://x/"}}}  # fmt: skip
+    p = advance(wf([step]), {})
+    assert [c["spec"]["agentRef"] for c in p.create] == ["chromium", "firefox"]
+
+
+def test_when_false_skips_a_step_whose_dependents_still_run() -> None:
+    steps: list[dict[str, Any]] = [
+        {"name": "check", "template": tmpl()},
+        {"name": "deploy", "dependsOn": ["check"], "when": "{{ steps.check.result.data.ok }} == true",
+         "template": tmpl()},
+        {"name": "notify", "dependsOn": ["deploy"], "when": "{{ steps.check.phase }} != Failed",
+         "template": tmpl()}]  # fmt: skip
+    w = wf(steps)
+    advance(w, {})
+    tasks = {
+        "check": task_of(
+            step_task_name("deploy-check", "wf-uid", "check"), "Succeeded", {"ok": False}
+        )
+    }
+    p = advance(w, tasks)
+    st = {s["name"]: s for s in w["status"]["steps"]}
+    assert st["deploy"]["phase"] == "Skipped" and st["deploy"]["condition"] is False
+    assert [c["metadata"]["labels"][STEP_LABEL] for c in p.create] == ["notify"]
+
+
+def test_conditions_compare_typed_values_and_words() -> None:
+    from wallestars_operator.workflows.expressions import condition
+
+    root = {
+        "steps": {"a": {"phase": "Succeeded", "result": {"data": {"n": 3, "ok": True, "s": "x"}}}}
+    }
+    assert condition("{{ steps.a.result.data.n }} == 3", root)
+    assert not condition("{{ steps.a.result.data.n }} == 4", root)
+    assert condition("{{ steps.a.phase }} == Succeeded", root)
+    assert condition("{{ steps.a.result.data.ok }}", root)
+    assert condition('{{ steps.a.result.data.s }} == "x"', root)
+    assert not condition("false", root)
+    with pytest.raises(ExpressionError):
+        condition("{{ steps.b.phase }} == Succeeded", root)

@@ -16,7 +16,7 @@ from wallestars_api.kubeclient import ApiError
 from wallestars_operator import metrics
 from wallestars_operator.kube import Kube
 from wallestars_operator.state import State
-from wallestars_operator.workflows.decide import FINISHED, Plan, decide, step_task_name
+from wallestars_operator.workflows.decide import FINISHED, Plan, decide
 
 log = logging.getLogger("wallestars.operator.workflows")
 Key = tuple[str, str]
@@ -40,19 +40,15 @@ class Workflows:
         self.spawn, self.free = spawn, free
 
     def step_tasks(self, wf: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """The steps' tasks the caches hold, by step, found by their deterministic names
-        (and only if the workflow owns them)."""
+        """The workflow's step tasks the caches hold, by name (only those it owns: a
+        workflow deleted and made again under the same name has a new UID)."""
         meta = wf["metadata"]
+        label = meta["name"][:63].rstrip("-._")
         out: dict[str, dict[str, Any]] = {}
-        for s in (wf.get("spec") or {}).get("steps") or []:
-            name = step_task_name(meta["name"], meta["uid"], s["name"])
-            t = self.state.tasks.get((meta["namespace"], name))
-            if (
-                t is not None
-                and (t["metadata"].get("labels") or {}).get("agents.wallestars.io/step")
-                == s["name"]
-            ):
-                out[s["name"]] = t
+        for t in self.state.workflow_tasks(meta["namespace"], label):
+            refs = t["metadata"].get("ownerReferences") or []
+            if any(r.get("uid") == meta["uid"] for r in refs):
+                out[t["metadata"]["name"]] = t
         return out
 
     def tick(self, now: datetime, mono: float) -> None:

@@ -16,6 +16,8 @@ def graph_problem(steps: Sequence[Mapping[str, Any]]) -> str | None:
             return f"two steps are named {n!r}"
         seen.add(n)
     for s in steps:
+        if "withItems" in s and "withResultItems" in s:
+            return f"step {s['name']!r} sets both withItems and withResultItems: choose one"
         for d in s.get("dependsOn") or []:
             if d not in seen:
                 return f"step {s['name']!r} depends on {d!r}, which is not a step"

@@ -2,9 +2,10 @@
 (pure: the workflow and its step tasks as last seen in, a Plan out).
 
 Level-triggered: everything is derived again from the step tasks each pass. A step's
-task name is a function of (workflow UID, step), so a pass repeated after a crash
-creates nothing twice (the API server answers AlreadyExists). What no task records (a
-step that failed before its task existed, a skipped step) is kept in status.steps.
+task name is a function of (workflow UID, step, item index), so a pass repeated after a
+crash creates nothing twice (the API server answers AlreadyExists). What no task records
+(a step that failed before its task existed, a skipped step, how many items a fan-out
+step has) is kept in status.steps.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from wallestars_api.resources import API_VERSION, GROUP
 from wallestars_sdk import secrets as task_secrets
 
 from wallestars_operator.workflows.dag import downstream, graph_problem
-from wallestars_operator.workflows.expressions import ExpressionError, render
+from wallestars_operator.workflows.expressions import ExpressionError, condition, render
 
 WORKFLOW_LABEL = f"{GROUP}/workflow"
 STEP_LABEL = f"{GROUP}/step"
+ITEM_LABEL = f"{GROUP}/item"
 KIND = "AgentWorkflow"
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
 # An AgentTask's phase -> its step's.
 TASK_TO_STEP = {"Succeeded": "Succeeded", "PartiallySucceeded": "Succeeded", "Failed": "Failed",
                 "TimedOut": "Failed", "Cancelled": "Cancelled"}  # fmt: skip
 STEP_DONE = frozenset({"Succeeded", "Failed", "Cancelled", "Skipped"})
+MESSAGE_LIMIT = 4000  # the CRD's bounds on status messages
 
 
 @dataclass
@@ -41,15 +44,16 @@ class Plan:
     delete: bool = False  # ttlSecondsAfterFinished has passed
 
 
-def step_task_name(workflow: str, uid: str, step: str) -> str:
-    """Deterministic, unique per (workflow UID, step), a valid name short enough for the
-    attempt names derived from it."""
-    digest = hashlib.sha256(f"{uid}/{step}".encode()).hexdigest()[:6]
-    return f"{workflow[:24].rstrip('-.')}-{step[:20].rstrip('-')}-{digest}"
+def step_task_name(workflow: str, uid: str, step: str, index: int | None = None) -> str:
+    """Deterministic, unique per (workflow UID, step, item), a valid name short enough for
+    the attempt names derived from it."""
+    ident = f"{uid}/{step}" if index is None else f"{uid}/{step}/{index}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:6]
+    stem = f"{workflow[:24].rstrip('-.')}-{step[:20].rstrip('-')}"
+    return f"{stem}-{digest}" if index is None else f"{stem}-{index}-{digest}"
 
 
-def step_view(task: Mapping[str, Any]) -> dict[str, Any]:
-    """What expressions see of a step: its phase, its task and the task's outcome."""
+def task_view(task: Mapping[str, Any]) -> dict[str, Any]:
     st = task.get("status") or {}
     return {"phase": TASK_TO_STEP.get(st.get("phase", ""), "Running"),
             "task": task["metadata"]["name"], "result": st.get("result") or {},
@@ -62,70 +66,236 @@ def owner(wf: Mapping[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}  # fmt: skip
 
 
-def step_task(wf: Mapping[str, Any], step: Mapping[str, Any], payload: Any) -> dict[str, Any]:
+def fans_out(step: Mapping[str, Any]) -> bool:
+    return "withItems" in step or "withResultItems" in step
+
+
+def step_task(wf: Mapping[str, Any], step: Mapping[str, Any], template: Mapping[str, Any],
+              index: int | None = None) -> dict[str, Any]:  # fmt: skip
     m = wf["metadata"]
-    spec = {k: v for k, v in (step.get("template") or {}).items() if v is not None}
-    spec["payload"] = payload
+    labels = {WORKFLOW_LABEL: m["name"][:63].rstrip("-._"), STEP_LABEL: step["name"]}
+    if index is not None:
+        labels[ITEM_LABEL] = str(index)
     return {
         "apiVersion": API_VERSION,
         "kind": "AgentTask",
         "metadata": {
-            "name": step_task_name(m["name"], m["uid"], step["name"]),
+            "name": step_task_name(m["name"], m["uid"], step["name"], index),
             "namespace": m["namespace"],
-            "labels": {WORKFLOW_LABEL: m["name"][:63].rstrip("-._"), STEP_LABEL: step["name"]},
+            "labels": labels,
             "ownerReferences": [owner(wf)],
         },
-        "spec": spec,
+        "spec": {k: v for k, v in template.items() if v is not None},
     }
 
 
+class StepError(Exception):
+    """A step that cannot start: why (its message)."""
+
+
+@dataclass
+class Pass:
+    """One decision in the making: the workflow, its tasks, and every step's state."""
+
+    wf: Mapping[str, Any]
+    tasks: Mapping[str, Mapping[str, Any]]  # the step tasks that exist, by task name
+    now: datetime
+    plan: Plan = field(default_factory=Plan)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta: Mapping[str, Any] = self.wf["metadata"]
+        return meta
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        return self.wf.get("spec") or {}
+
+    def name(self, step: str, index: int | None = None) -> str:
+        return step_task_name(self.meta["name"], self.meta["uid"], step, index)
+
+    def instances(self, step: str) -> list[Mapping[str, Any] | None]:
+        n = int(self.state[step].get("items", 0))
+        return [self.tasks.get(self.name(step, i)) for i in range(n)]
+
+    def observe(self, s: Mapping[str, Any], prior: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A step's state from its task(s), or from status where no task records it."""
+        name = s["name"]
+        if fans_out(s) and prior is not None and "items" in prior:
+            st = {"name": name, "items": prior["items"]}
+            self.state[name] = st
+            phases = [task_view(t)["phase"] if t else "Pending" for t in self.instances(name)]
+            st["done"] = sum(1 for p in phases if p in STEP_DONE)
+            bad = [i for i, p in enumerate(phases) if p in ("Failed", "Cancelled")]
+            policy = self.spec.get("failurePolicy", "FailFast")
+            if bad and (policy == "FailFast" or st["done"] == len(phases)):
+                t = self.instances(name)[bad[0]] or {}
+                msg = (t.get("status") or {}).get("message", "")
+                st.update(
+                    phase="Failed", message=f"item {bad[0]} failed" + (f": {msg}" if msg else "")
+                )
+            elif st["done"] == len(phases):
+                st["phase"] = "Succeeded"
+            else:
+                st["phase"] = "Running"
+            return st
+        task = self.tasks.get(self.name(name))
+        if task is not None and not fans_out(s):
+            v = task_view(task)
+            ts_ = task.get("status") or {}
+            st = {"name": name, "phase": v["phase"], "task": v["task"],
+                  **{k: ts_[k] for k in ("startTime", "completionTime") if ts_.get(k)}}  # fmt: skip
+            if v["phase"] == "Failed" and ts_.get("message"):
+                st["message"] = ts_["message"]
+            return st
+        if prior is not None and prior.get("phase") in ("Failed", "Skipped"):
+            return dict(prior)  # decided before any task existed: kept
+        return {"name": name, "phase": "Pending"}
+
+    def root(self, item: Any = None, index: int | None = None) -> dict[str, Any]:
+        """What expressions see: the steps so far, the workflow, the fan-out's item."""
+        steps: dict[str, Any] = {}
+        for s in self.spec.get("steps") or []:
+            n = s["name"]
+            st = self.state.get(n, {})
+            if fans_out(s) and "items" in st:
+                ts_ = [t for t in self.instances(n) if t]
+                views = [task_view(t) for t in ts_]
+                steps[n] = {"phase": st["phase"], "tasks": [v["task"] for v in views],
+                            "results": [(v["result"] or {}).get("data") for v in views]}  # fmt: skip
+            elif (t := self.tasks.get(self.name(n))) is not None:
+                steps[n] = task_view(t)
+            elif st:
+                steps[n] = {"phase": st["phase"]}
+        out: dict[str, Any] = {"steps": steps, "workflow": {"name": self.meta["name"],
+               "namespace": self.meta["namespace"], "uid": self.meta["uid"]}}  # fmt: skip
+        if index is not None:
+            out |= {"item": item, "itemIndex": index}
+        return out
+
+    def running_tasks(self) -> list[str]:
+        out: list[str] = []
+        for s in self.spec.get("steps") or []:
+            st = self.state[s["name"]]
+            if "items" in st:  # a failed fan-out step may still have items running
+                out += [t["metadata"]["name"] for t in self.instances(s["name"])
+                        if t and task_view(t)["phase"] == "Running"]  # fmt: skip
+            elif st["phase"] == "Running" and "task" in st:
+                out.append(st["task"])
+        return out
+
+    def template(self, s: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's AgentTask spec with its expressions evaluated; StepError if one
+        cannot be, or if the payload names a Secret."""
+        n = s["name"]
+        try:
+            t: dict[str, Any] = render(dict(s.get("template") or {}), root)
+        except ExpressionError as e:
+            raise StepError(f"spec.steps[{n}].template: {e}") from e
+        if refs := task_secrets.references(t.get("payload") or {}):
+            # The operator would create the task, so the admission policy would check the
+            # operator's right to the Secret, not the workflow author's.
+            raise StepError(f"spec.steps[{n}].template.payload names Secret {refs[0][0]}: "
+                            "Secrets by reference are not supported in workflow steps")  # fmt: skip
+        return t
+
+    def start(self, s: Mapping[str, Any]) -> None:
+        """A step whose dependencies are met: skipped by `when`, or its first task(s)."""
+        n, st = s["name"], self.state[s["name"]]
+        root = self.root()
+        if "when" in s:
+            try:
+                go = condition(s["when"], root)
+            except ExpressionError as e:
+                raise StepError(f"spec.steps[{n}].when: {e}") from e
+            if not go:
+                st.update(phase="Skipped", message=f"when was false: {s['when']}", condition=False)
+                return
+        if fans_out(s):
+            items = s.get("withItems")
+            if items is None:
+                try:
+                    items = render(s["withResultItems"], root)
+                except ExpressionError as e:
+                    raise StepError(f"spec.steps[{n}].withResultItems: {e}") from e
+            if not isinstance(items, list):
+                raise StepError(
+                    f"spec.steps[{n}].withResultItems must give a list, not {type(items).__name__}"
+                )
+            st.update(items=len(items), done=0, phase="Running" if items else "Succeeded",
+                      itemValues=items)  # fmt: skip
+            self.more(s)
+            return
+        t = self.template(s, root)
+        self.plan.create.append(step_task(self.wf, s, t))
+        st.update(phase="Running", task=self.plan.create[-1]["metadata"]["name"])
+        self.plan.events.append(("StepCreated", f"step {n}: AgentTask {st['task']}", False))
+
+    def more(self, s: Mapping[str, Any]) -> None:
+        """A fan-out step's next instances, up to its parallelism."""
+        n, st = s["name"], self.state[s["name"]]
+        items = st.pop("itemValues", None)
+        if items is None:
+            items = self.items_of(s)
+        existing = self.instances(n)
+        running = sum(1 for t in existing if t and task_view(t)["phase"] == "Running")
+        room = int(s.get("parallelism") or len(existing) or 1) - running
+        for i, t in enumerate(existing):
+            if room <= 0:
+                break
+            if t is None:
+                tmpl = self.template(s, self.root(items[i], i))
+                self.plan.create.append(step_task(self.wf, s, tmpl, i))
+                room -= 1
+        if self.plan.create and s["name"] in {
+            c["metadata"]["labels"][STEP_LABEL] for c in self.plan.create
+        }:
+            self.plan.events.append(("StepCreated", f"step {n}: {st['items']} items", False))
+
+    def items_of(self, s: Mapping[str, Any]) -> list[Any]:
+        if "withItems" in s:
+            return list(s["withItems"])
+        try:  # stable: the steps it reads have finished
+            items = render(s["withResultItems"], self.root())
+        except ExpressionError as e:
+            raise StepError(f"spec.steps[{s['name']}].withResultItems: {e}") from e
+        return list(items) if isinstance(items, list) else []
+
+
 def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: datetime) -> Plan:
-    """``tasks``: the step tasks that exist, by step name."""
-    meta, spec = wf["metadata"], wf.get("spec") or {}
+    """``tasks``: the workflow's step tasks that exist, by task name."""
+    spec = wf.get("spec") or {}
     old = dict(wf.get("status") or {})
     steps: list[dict[str, Any]] = list(spec.get("steps") or [])
-    plan = Plan()
+    p = Pass(wf, tasks, now)
     phase = old.get("phase", "")
     if phase in FINISHED:
-        plan.status = old
+        p.plan.status = old
         done_at = parse_ts(old.get("completionTime"))
         ttl = spec.get("ttlSecondsAfterFinished")
-        plan.delete = (
+        p.plan.delete = (
             ttl is not None and done_at is not None and now >= done_at + timedelta(seconds=ttl)
         )
-        return plan
+        return p.plan
 
-    status: dict[str, Any] = {k: v for k, v in old.items() if k not in ("steps",)}
+    status: dict[str, Any] = {k: v for k, v in old.items() if k != "steps"}
     status.setdefault("startTime", ts(now))
-    status["observedGeneration"] = meta.get("generation", 0)
-
+    status["observedGeneration"] = wf["metadata"].get("generation", 0)
     if problem := graph_problem(steps):
-        return finish(plan, status, steps, {}, "Failed", "InvalidWorkflow", problem, now)
+        return finish(p, status, steps, "Failed", "InvalidWorkflow", problem)
 
     prior = {s["name"]: s for s in old.get("steps") or []}
-    state: dict[str, dict[str, Any]] = {}
     for s in steps:
-        name = s["name"]
-        task = tasks.get(name)
-        if task is not None:
-            v = step_view(task)
-            st = task.get("status") or {}
-            state[name] = {"name": name, "phase": v["phase"], "task": v["task"],
-                           **{k: st[k] for k in ("startTime", "completionTime") if st.get(k)},
-                           **({"message": st["message"]} if v["phase"] == "Failed" and st.get("message") else {})}  # fmt: skip
-        elif prior.get(name, {}).get("phase") in ("Failed", "Skipped"):
-            state[name] = dict(prior[name])  # decided before any task existed: kept
-        else:
-            state[name] = {"name": name, "phase": "Pending"}
-    running = [s["task"] for s in state.values() if s["phase"] == "Running"]
+        p.state[s["name"]] = p.observe(s, prior.get(s["name"]))
     deps = {s["name"]: list(s.get("dependsOn") or []) for s in steps}
 
     def stop(phase: str, reason: str, message: str) -> Plan:
-        plan.cancel = running
-        for s in state.values():
-            if s["phase"] == "Pending":
-                s.update(phase="Skipped", message=message)
-        return finish(plan, status, steps, state, phase, reason, message, now)
+        p.plan.cancel = p.running_tasks()
+        for st in p.state.values():
+            if st["phase"] == "Pending":
+                st.update(phase="Skipped", message=message)
+        return finish(p, status, steps, phase, reason, message)
 
     if spec.get("cancel"):
         return stop("Cancelled", "Cancelled", "the workflow was cancelled (spec.cancel)")
@@ -138,86 +308,96 @@ def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: d
     ):
         return stop("Failed", "DeadlineExceeded",
                     f"the workflow did not finish within deadlineSeconds ({deadline})")  # fmt: skip
+    fail_fast = spec.get("failurePolicy", "FailFast") == "FailFast"
 
-    failed = [n for n, s in state.items() if s["phase"] in ("Failed", "Cancelled")]
-    if failed and spec.get("failurePolicy", "FailFast") == "FailFast":
-        first = failed[0]
-        return stop("Failed", "StepFailed", f"step {first} {state[first]['phase'].lower()}"
-                    + (f": {state[first]['message']}" if state[first].get("message") else ""))  # fmt: skip
-    # Continue: what depends on a failed or skipped step cannot run; the rest goes on.
-    blocked = downstream(
-        deps, set(failed) | {n for n, s in state.items() if s["phase"] == "Skipped"}
-    )
-    for n in blocked:
-        if state[n]["phase"] == "Pending":
-            bad = next(d for d in deps[n] if state[d]["phase"] != "Succeeded")
-            state[n].update(phase="Skipped", message=f"step {bad} did not succeed")
-
-    root = {"steps": {n: step_view(t) for n, t in tasks.items()},
-            "workflow": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}}  # fmt: skip
-    if not spec.get("suspend"):
-        for s in steps:
-            n = s["name"]
-            if state[n]["phase"] != "Pending" or any(
-                state[d]["phase"] != "Succeeded" for d in deps[n]
-            ):
-                continue
-            payload = (s.get("template") or {}).get("payload") or {}
-            try:
-                rendered = render(payload, root)
-            except ExpressionError as e:
-                state[n].update(phase="Failed", message=f"spec.steps[{n}].template.payload: {e}")
-                plan.events.append(("StepFailed", f"step {n}: {e}", True))
-                continue
-            if refs := task_secrets.references(rendered):
-                # The operator would create the task, so the API server would check the
-                # operator's right to the Secret, not the workflow author's.
-                state[n].update(phase="Failed", message=(
-                    f"spec.steps[{n}].template.payload names Secret {refs[0][0]}: Secrets by "
-                    "reference are not supported in workflow steps"))  # fmt: skip
-                continue
-            plan.create.append(step_task(wf, s, rendered))
-            state[n].update(phase="Running", task=plan.create[-1]["metadata"]["name"])
-            plan.events.append(("StepCreated", f"step {n}: AgentTask {state[n]['task']}", False))
-
-    if spec.get("failurePolicy", "FailFast") == "FailFast" and any(
-        s["phase"] == "Failed" for s in state.values()
-    ):  # a step failed while being rendered this pass
-        first = next(n for n, s in state.items() if s["phase"] == "Failed")
-        made = {c["metadata"]["name"] for c in plan.create}
-        for st_ in state.values():  # nothing is created in a pass that fails the workflow
-            if st_.get("task") in made:
-                st_["phase"] = "Pending"
-                del st_["task"]
-        running = [st_["task"] for st_ in state.values() if st_["phase"] == "Running"]
-        plan.events = [e for e in plan.events if e[0] != "StepCreated"]
-        plan.create = []
-        return stop(
-            "Failed", "StepFailed", f"step {first} failed: {state[first].get('message', '')}"
+    def failed_first() -> str | None:
+        return next(
+            (n for n, st in p.state.items() if st["phase"] in ("Failed", "Cancelled")), None
         )
-    if all(s["phase"] in STEP_DONE for s in state.values()):
-        if any(s["phase"] in ("Failed", "Cancelled", "Skipped") for s in state.values()):
-            bad = [n for n, s in state.items() if s["phase"] in ("Failed", "Cancelled")]
-            return finish(plan, status, steps, state, "Failed", "StepFailed",
-                          f"steps that did not succeed: {', '.join(bad)}", now)  # fmt: skip
-        outs, why = outputs(spec, root)
+
+    def fail_fast_stop(first: str) -> Plan:
+        st = p.state[first]
+        return stop("Failed", "StepFailed", f"step {first} {st['phase'].lower()}"
+                    + (f": {st['message']}" if st.get("message") else ""))  # fmt: skip
+
+    if fail_fast and (first := failed_first()):
+        return fail_fast_stop(first)
+
+    def satisfied(d: str) -> bool:  # a step skipped by its `when` lets its dependents run
+        st = p.state[d]
+        return st["phase"] == "Succeeded" or (
+            st["phase"] == "Skipped" and st.get("condition") is False
+        )
+
+    if not spec.get("suspend"):
+        for s in steps:  # in order; a step started here lets a later one see its state
+            n, st = s["name"], p.state[s["name"]]
+            try:
+                if st["phase"] == "Running" and "items" in st:
+                    p.more(s)
+                elif st["phase"] == "Pending" and all(satisfied(d) for d in deps[n]):
+                    p.start(s)
+            except StepError as e:
+                st.update(phase="Failed", message=str(e))
+                st.pop("task", None)
+                p.plan.events.append(("StepFailed", f"step {n}: {e}", True))
+                if fail_fast:
+                    p.plan.create = [
+                        c for c in p.plan.create if c["metadata"]["labels"][STEP_LABEL] != n
+                    ]
+    if fail_fast and (first := failed_first()):
+        # Nothing is created in a pass that fails the workflow.
+        made = {c["metadata"]["name"] for c in p.plan.create}
+        for st in p.state.values():
+            if st.get("task") in made:
+                st["phase"] = "Pending"
+                del st["task"]
+            if "items" in st and st["phase"] == "Running" and not any(p.instances(st["name"])):
+                st["phase"] = "Pending"
+                del st["items"]
+        p.plan.create = []
+        p.plan.events = [e for e in p.plan.events if e[0] != "StepCreated"]
+        return fail_fast_stop(first)
+    # Continue: what depends on a failed step (or one skipped for it) cannot run.
+    blocked_roots = {n for n, st in p.state.items() if st["phase"] in ("Failed", "Cancelled")
+                     or (st["phase"] == "Skipped" and st.get("condition") is not False)}  # fmt: skip
+    for n in downstream(deps, blocked_roots):
+        if p.state[n]["phase"] == "Pending":
+            bad = next(d for d in deps[n] if not satisfied(d))
+            p.state[n].update(phase="Skipped", message=f"step {bad} did not succeed")
+
+    if all(st["phase"] in STEP_DONE for st in p.state.values()):
+        bad = [n for n, st in p.state.items() if st["phase"] in ("Failed", "Cancelled")]
+        if bad or blocked_roots:
+            return finish(p, status, steps, "Failed", "StepFailed",
+                          f"steps that did not succeed: {', '.join(bad)}")  # fmt: skip
+        outs, why = outputs(spec, p.root())
         if outs:
             status["outputs"] = outs
         if why:
-            return finish(plan, status, steps, state, "Failed", "OutputFailed", why, now)
-        return finish(plan, status, steps, state, "Succeeded", "Succeeded",
-                      f"all {len(steps)} steps succeeded", now)  # fmt: skip
+            return finish(p, status, steps, "Failed", "OutputFailed", why)
+        return finish(p, status, steps, "Succeeded", "Succeeded", f"all {len(steps)} steps done")
+    running = p.running_tasks()
     new_phase = (
-        "Suspended" if spec.get("suspend") and not running and not plan.create else "Running"
+        "Suspended" if spec.get("suspend") and not running and not p.plan.create else "Running"
     )
     if new_phase != phase:
-        plan.events.append((new_phase, f"workflow {new_phase.lower()}", False))
-    status.update(phase=new_phase, reason=new_phase, message=progress_text(state))
-    status.update(
-        steps=[state[s["name"]] for s in steps], progress=progress_text(state, short=True)
-    )
-    plan.status = status
-    return plan
+        p.plan.events.append((new_phase, f"workflow {new_phase.lower()}", False))
+    status.update(phase=new_phase, reason=new_phase, message=progress_text(p.state),
+                  active=",".join(n for n, st in p.state.items() if st["phase"] == "Running"))  # fmt: skip
+    return with_steps(p, status, steps)
+
+
+def with_steps(p: Pass, status: dict[str, Any], steps: list[dict[str, Any]]) -> Plan:
+    if p.state:
+        for st in p.state.values():
+            st.pop("itemValues", None)
+            if "message" in st:
+                st["message"] = str(st["message"])[:MESSAGE_LIMIT]
+        status["steps"] = [p.state[s["name"]] for s in steps]
+        status["progress"] = progress_text(p.state, short=True)
+    p.plan.status = status
+    return p.plan
 
 
 def progress_text(state: Mapping[str, Mapping[str, Any]], short: bool = False) -> str:
@@ -228,20 +408,12 @@ def progress_text(state: Mapping[str, Mapping[str, Any]], short: bool = False) -
     return f"{done} of {len(state)} steps done, {running} running"
 
 
-def finish(plan: Plan, status: dict[str, Any], steps: list[dict[str, Any]],
-           state: dict[str, dict[str, Any]], phase: str, reason: str, message: str,
-           now: datetime) -> Plan:  # fmt: skip
-    status.update(phase=phase, reason=reason, message=message[:4000], completionTime=ts(now),
-                  active="")  # fmt: skip
-    if state:
-        for s in state.values():  # status bounds (the CRD's maxLength)
-            if "message" in s:
-                s["message"] = str(s["message"])[:4000]
-        status["steps"] = [state[s["name"]] for s in steps]
-        status["progress"] = progress_text(state, short=True)
-    plan.events.append((phase, message, phase != "Succeeded"))
-    plan.status = status
-    return plan
+def finish(p: Pass, status: dict[str, Any], steps: list[dict[str, Any]], phase: str,
+           reason: str, message: str) -> Plan:  # fmt: skip
+    status.update(phase=phase, reason=reason, message=message[:MESSAGE_LIMIT],
+                  completionTime=ts(p.now), active="")  # fmt: skip
+    p.plan.events.append((phase, message[:MESSAGE_LIMIT], phase != "Succeeded"))
+    return with_steps(p, status, steps)
 
 
 def outputs(spec: Mapping[str, Any], root: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

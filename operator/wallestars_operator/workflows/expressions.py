@@ -107,3 +107,32 @@ def referenced_steps(value: Any) -> set[str]:
         for v in value.values():
             found |= referenced_steps(v)
     return found
+
+
+def condition(text: str, root: Mapping[str, Any]) -> bool:
+    """A step's `when`: one expression (its value's truth), or two sides compared with
+    `==` or `!=` (each an expression or a literal: a number, true/false, "text" or a bare
+    word). Nothing else: no code, no functions."""
+    whole = EXPR.fullmatch(text.strip())
+    if whole:
+        return truthy(lookup(root, whole[1]))
+    for op in ("!=", "=="):
+        if op in text:
+            left, right = (side(t.strip(), root) for t in text.split(op, 1))
+            return bool(left == right) if op == "==" else bool(left != right)
+    return truthy(render(text.strip(), root))
+
+
+def side(text: str, root: Mapping[str, Any]) -> Any:
+    if EXPR.search(text):
+        return render(text, root)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() not in ("", "false", "0", "no", "null")
+    return bool(v)
