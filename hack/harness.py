@@ -436,10 +436,10 @@ def phase_is(kubectl: Kubectl, name: str, *phases: str) -> Any:
     return st if st.get("phase") in phases else None
 
 
-def events(kubectl: Kubectl, name: str) -> list[str]:
-    items = kubectl.json("get", "events.events.k8s.io", f"--field-selector=regarding.name={name}")[
-        "items"
-    ]
+def events(kubectl: Kubectl, name: str, kind: str = "") -> list[str]:
+    """The reasons of the Events about the object ``name`` (of ``kind``, if given), in order."""
+    selector = f"regarding.name={name}" + (f",regarding.kind={kind}" if kind else "")
+    items = kubectl.json("get", "events.events.k8s.io", f"--field-selector={selector}")["items"]
     return [e["reason"] for e in sorted(items, key=lambda e: e.get("eventTime") or "")]
 
 

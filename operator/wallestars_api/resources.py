@@ -8,6 +8,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 AGENTTASKS = "agenttasks"
 AGENTS = "agents"
 AGENTWORKFLOWS = "agentworkflows"
+AGENTSCHEDULES = "agentschedules"
 # Finalizers, labels and annotations live on our own domain.
 LABEL_TASK = f"{GROUP}/task"
 LABEL_ATTEMPT = f"{GROUP}/attempt"

@@ -188,6 +188,11 @@ async def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("workflows", event)
 
 
+@kopf.on.event(GROUP, VERSION, "agentschedules")
+async def schedule_event(event: kopf.RawEvent, **_: Any) -> None:
+    STATE.observe("schedules", event)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(event: kopf.RawEvent, **_: Any) -> None:
     STATE.observe("jobs", event)

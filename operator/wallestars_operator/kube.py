@@ -8,7 +8,13 @@ from typing import Any
 
 from wallestars_api.events import send_event
 from wallestars_api.kubeclient import MERGE_PATCH, ApiError, KubeClient
-from wallestars_api.resources import AGENTS, AGENTTASKS, AGENTWORKFLOWS, API_VERSION
+from wallestars_api.resources import (
+    AGENTS,
+    AGENTSCHEDULES,
+    AGENTTASKS,
+    AGENTWORKFLOWS,
+    API_VERSION,
+)
 
 log = logging.getLogger("wallestars.operator.kube")
 
@@ -84,6 +90,40 @@ class Kube:
         """Guarded by the resourceVersion seen; None if someone wrote first (409) or it is gone."""
         meta = obj["metadata"]
         path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTWORKFLOWS}/{meta['name']}/status"
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
+        try:
+            return await self.c.request("PATCH", path, body, MERGE_PATCH)
+        except ApiError as e:
+            if e.code in (404, 409):
+                return None
+            raise
+
+    @staticmethod
+    def _collection(kind: str, ns: str) -> str:
+        plural = AGENTWORKFLOWS if kind == "AgentWorkflow" else AGENTTASKS
+        return f"/apis/{API_VERSION}/namespaces/{ns}/{plural}"
+
+    async def create_run(self, obj: Mapping[str, Any]) -> bool:
+        """A schedule's run (an AgentTask or AgentWorkflow); False if it exists already."""
+        return await self.create(self._collection(obj["kind"], obj["metadata"]["namespace"]), obj)
+
+    async def cancel(self, kind: str, ns: str, name: str) -> None:
+        path = f"{self._collection(kind, ns)}/{name}"
+        await self._ignore(404)(
+            self.c.request("PATCH", path, {"spec": {"cancel": True}}, MERGE_PATCH)
+        )
+
+    async def delete_run(self, kind: str, ns: str, name: str) -> None:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        await self._ignore(404)(
+            self.c.request("DELETE", f"{self._collection(kind, ns)}/{name}", body)
+        )
+
+    async def patch_schedule_status(
+        self, obj: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTSCHEDULES}/{meta['name']}/status"
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
         try:
             return await self.c.request("PATCH", path, body, MERGE_PATCH)

@@ -66,3 +66,6 @@ WORKFLOW_STEPS = Counter(
 WORKFLOWS_FINISHED = Counter(
     "wallestars_workflows_finished", "AgentWorkflows that ended, by phase.", ["phase"]
 )
+SCHEDULED_RUNS = Counter(
+    "wallestars_scheduled_runs", "Runs AgentSchedules created (by kind) or skipped.", ["event"]
+)

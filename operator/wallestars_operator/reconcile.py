@@ -46,6 +46,7 @@ from wallestars_operator.cloud import Cloud, not_opted_in_message, opted_in
 from wallestars_operator.kube import Kube
 from wallestars_operator.manifests import AttemptConfig, attempt_name, browser_job, key_secret
 from wallestars_operator.ratelimit import TokenBucket
+from wallestars_operator.schedules.controller import Schedules
 from wallestars_operator.scheduling import AgentView, TaskView, Wait, plan
 from wallestars_operator.state import State
 from wallestars_operator.upkeep import (
@@ -115,6 +116,7 @@ class Reconciler(AgentUpkeep):
         self.acting = acting
         self.cloud = Cloud(kube, self.key_text, cfg, self.client_cert)
         self.workflows = Workflows(state, kube, events, self.spawn, self.free)
+        self.schedules = Schedules(state, kube, events, self.spawn, self.free)
         self.sem = asyncio.Semaphore(32)
         self.agent_written: dict[tuple[str, str], tuple[Any, float]] = {}
         # Browser Agents' probe verdicts not yet written to their status.
@@ -270,6 +272,7 @@ class Reconciler(AgentUpkeep):
         metrics.queue_depth(p.queued, agents)
         self.agent_status(agents, p.load, p.queued, now)
         self.workflows.tick(now, mono)
+        self.schedules.tick(now, mono)
         self._forget(tasks, p.waiting)
 
     def _forget(self, tasks: list[dict[str, Any]], waiting: Mapping[tuple[str, str], Wait]) -> None:

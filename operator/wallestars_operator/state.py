@@ -17,8 +17,11 @@ from wallestars_api.lifecycle import TERMINAL, parse_ts
 from wallestars_api.objects import without_bookkeeping
 
 Key = tuple[str, str]
-KINDS = ("tasks", "agents", "jobs", "pods", "workflows")
+KINDS = ("tasks", "agents", "jobs", "pods", "workflows", "schedules")
 WORKFLOW_LABEL = "agents.wallestars.io/workflow"
+SCHEDULE_LABEL = "agents.wallestars.io/schedule"
+# Objects another of ours created, found by these labels without walking every object.
+INDEXED = {"tasks": (WORKFLOW_LABEL, SCHEDULE_LABEL), "workflows": (SCHEDULE_LABEL,)}
 
 
 # What the operator still reads of a finished task: TTL deletion and the Agent's statistics.
@@ -35,9 +38,12 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     status = obj.get("status") or {}
     if kind == "tasks" and status.get("phase") in TERMINAL:
         spec = obj.get("spec") or {}
-        # A workflow's step keeps its outcome: later steps' payloads may read it.
-        step = WORKFLOW_LABEL in (meta.get("labels") or {})
-        keep_meta = (*FINISHED_META, "labels", "ownerReferences") if step else FINISHED_META
+        # A workflow's step keeps its outcome (later steps' payloads may read it), and a
+        # step or a scheduled run its labels and owner (how it is found).
+        step = any(label in (meta.get("labels") or {}) for label in INDEXED["tasks"])
+        keep_meta = (
+            (*FINISHED_META, "labels", "annotations", "ownerReferences") if step else FINISHED_META
+        )
         keep_status = (
             (*FINISHED_STATUS, "result", "error", "reason", "message", "startTime")
             if step
@@ -69,9 +75,9 @@ class State:
         # tasks not yet in a terminal phase, and when each finished task's TTL is due.
         self.live: set[Key] = set()
         self.expiry: dict[Key, datetime] = {}
-        # Step tasks by their workflow (namespace, workflow label): a workflow's pass reads
-        # its own steps without walking every task.
-        self.steps: dict[Key, set[Key]] = {}
+        # (kind, label, namespace, value) -> keys (INDEXED): a workflow's pass reads its own
+        # steps, a schedule's its own runs, without walking every task.
+        self.labelled: dict[tuple[str, str, str, str], set[Key]] = {}
 
     def key(self, kind: str, obj: Mapping[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -94,8 +100,10 @@ class State:
         store[k] = slim(kind, obj)
         if kind == "tasks":
             self._index(k, store[k])
-            if wf := (obj["metadata"].get("labels") or {}).get(WORKFLOW_LABEL):
-                self.steps.setdefault((k[0], wf), set()).add(k)
+        labels = obj["metadata"].get("labels") or {}
+        for label in INDEXED.get(kind, ()):
+            if value := labels.get(label):
+                self.labelled.setdefault((kind, label, k[0], value), set()).add(k)
         self.wake.set()
 
     def _index(self, k: Key, obj: Mapping[str, Any]) -> None:
@@ -118,10 +126,10 @@ class State:
         old = store.get(k)
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del store[k]
-            if kind == "tasks" and (
-                wf := (old["metadata"].get("labels") or {}).get(WORKFLOW_LABEL)
-            ):
-                self.steps.get((k[0], wf), set()).discard(k)
+            labels = old["metadata"].get("labels") or {}
+            for label in INDEXED.get(kind, ()):
+                if value := labels.get(label):
+                    self.labelled.get((kind, label, k[0], value), set()).discard(k)
             self.seen_at.pop(k, None)
             self.live.discard(k)
             self.expiry.pop(k, None)
@@ -159,5 +167,13 @@ class State:
     def workflows(self) -> dict[Key, dict[str, Any]]:
         return self.objects["workflows"]
 
+    @property
+    def schedules(self) -> dict[Key, dict[str, Any]]:
+        return self.objects["schedules"]
+
+    def with_label(self, kind: str, label: str, ns: str, value: str) -> list[dict[str, Any]]:
+        store = self.objects[kind]
+        return [o for k in self.labelled.get((kind, label, ns, value), ()) if (o := store.get(k))]
+
     def workflow_tasks(self, ns: str, workflow_label: str) -> list[dict[str, Any]]:
-        return [t for k in self.steps.get((ns, workflow_label), ()) if (t := self.tasks.get(k))]
+        return self.with_label("tasks", WORKFLOW_LABEL, ns, workflow_label)

@@ -123,6 +123,18 @@ CHECKS: list[tuple[str, Check]] = [
         r"(sam deploy|--stack-name|kubectl (create|label) secret (generic )?wallestars-fn-key)",
         Check("elsewhere", why="needs an AWS or Azure account; no cloud is reachable here"),
     ),
+    (
+        r"^gcloud ",
+        Check("elsewhere", why="needs a Google Cloud account; no cloud is reachable here"),
+    ),
+    (
+        r"^cp -r agent_images/wallestars_sdk agent_images/wallestars_cloud agent_images/gcp_functions/",
+        Check(
+            "covered",
+            why="test_gcp_functions.py runs main.py with those packages importable, "
+            "as the copy makes them",
+        ),
+    ),
 ]
 
 
