@@ -239,7 +239,7 @@ def start_service(
     scheme = "https" if env.get("WALLESTARS_TLS_CERT_FILE") else "http"
     ops = f"http://{host}:{env.get('WALLESTARS_OPS_PORT') or port}"
     svc = WebhookService(
-        f"{scheme}://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env
+        f"{scheme}://{host}:{port}", masters, proc, log, tmp / "artifacts", full_env, ops
     )
 
     def ready() -> bool:

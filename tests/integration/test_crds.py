@@ -148,7 +148,9 @@ def test_example_is_accepted(kubectl: Kubectl, path: Path) -> None:
     out = kubectl("create", "-f", str(path))
     assert "created" in out
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    (obj,) = [d for d in docs if d["kind"] in ("Agent", "AgentTask", "AgentWorkflow")]
+    (obj,) = [
+        d for d in docs if d["kind"] in ("Agent", "AgentTask", "AgentWorkflow", "AgentSchedule")
+    ]
     got = kubectl.json("get", obj["kind"].lower(), obj["metadata"]["name"])
     assert got["spec"].get("type") == obj["spec"].get("type")
     if obj["kind"] == "AgentWorkflow":
