@@ -80,6 +80,14 @@ OVERVIEW: list[Panel] = [
      quantiles("wallestars_operator_seen_to_dispatched_seconds")),
     ("Operator: reconcile pass", "s", "timeseries",
      quantiles("wallestars_operator_reconcile_pass_duration_seconds")),
+    ("Workflows running", "short", "stat",
+     [("running", "sum(wallestars_workflows_running)")]),
+    ("Workflows finished per minute by phase", "short", "timeseries",
+     [("{{phase}}", f"sum by (phase) (rate(wallestars_workflows_finished_total[{RI}])) * 60")]),
+    ("Workflow step start delay (dependencies ended to step created)", "s", "timeseries",
+     quantiles("wallestars_workflow_step_start_delay_seconds")),
+    ("Scheduled runs by kind (and skipped)", "short", "timeseries",
+     [("{{event}}", f"sum by (event) (rate(wallestars_scheduled_runs_total[{RI}])) * 60")]),
 ]  # fmt: skip
 
 AGENT = '{agent=~"$agent"}'

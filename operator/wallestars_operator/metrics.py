@@ -66,6 +66,12 @@ WORKFLOW_STEPS = Counter(
 WORKFLOWS_FINISHED = Counter(
     "wallestars_workflows_finished", "AgentWorkflows that ended, by phase.", ["phase"]
 )
+WORKFLOWS_RUNNING = Gauge("wallestars_workflows_running", "AgentWorkflows not yet finished.")
+STEP_START_DELAY = Histogram(
+    "wallestars_workflow_step_start_delay_seconds",
+    "From a step's last dependency ending (or its workflow starting) to its AgentTask stored.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
 SCHEDULED_RUNS = Counter(
     "wallestars_scheduled_runs", "Runs AgentSchedules created (by kind) or skipped.", ["event"]
 )

@@ -182,6 +182,38 @@ def test_browser_and_http_tasks_succeed_through_the_chart(
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) == art["size"]
 
 
+def test_a_workflow_and_a_schedule_run_through_the_chart(
+    k: Kubectl, release: helmlocal.Release, function: str
+) -> None:
+    """The chart's operator reconciles AgentWorkflows and AgentSchedules too (its RBAC
+    lets it create their tasks), and their metrics feed the dashboards' workflow panels."""
+    http_agent(k, function, name="fn")
+    step = {"agentRef": "fn", "type": "custom", "payload": {"data": {"out": "x"}}}
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentWorkflow",
+             "metadata": {"name": "flow"},
+             "spec": {"steps": [{"name": "a", "template": step},
+                                {"name": "b", "dependsOn": ["a"], "template": {**step, "payload": {
+                                    "data": {"out": "{{ steps.a.result.data.out }}-b"}}}}],
+                      "outputs": {"b": "{{ steps.b.result.data.out }}"}}})  # fmt: skip
+    schedule: dict[str, Any] = {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentSchedule",
+                "metadata": {"name": "tick"},
+                "spec": {"schedule": "@every 5s", "concurrencyPolicy": "Forbid",
+                         "taskTemplate": {"spec": step}}}  # fmt: skip
+    k.apply(schedule)
+
+    def flow_done() -> Any:
+        st = k.json("get", "agentworkflow", "flow").get("status") or {}
+        return st if st.get("phase") in ("Succeeded", "Failed") else None
+
+    st = wait_for("the workflow to finish", flow_done, timeout=120)
+    assert st["phase"] == "Succeeded" and st["outputs"] == {"b": "x-b"}, st
+    wait_for("a scheduled run to succeed", lambda: any(
+        (t.get("status") or {}).get("phase") == "Succeeded"
+        for t in k.json("get", "agenttasks", "-l", "agents.wallestars.io/schedule=tick")["items"]),
+        timeout=60)  # fmt: skip
+    k.apply(schedule | {"spec": {**schedule["spec"], "suspend": True}})  # no more runs after
+
+
 def test_each_service_wrote_as_its_own_service_account(
     k: Kubectl, chart_cluster: localcluster.Cluster
 ) -> None:

@@ -365,3 +365,17 @@ def test_conditions_compare_typed_values_and_words() -> None:
     assert not condition("false", root)
     with pytest.raises(ExpressionError):
         condition("{{ steps.b.phase }} == Succeeded", root)
+
+
+def test_a_step_is_ready_from_its_last_dependency_end() -> None:
+    """What the step start delay metric measures from."""
+    steps: list[dict[str, Any]] = [{"name": "a", "template": tmpl()}, {"name": "b", "template": tmpl()},
+                                   {"name": "c", "dependsOn": ["a", "b"], "template": tmpl()}]  # fmt: skip
+    w = wf(steps)
+    p = advance(w, {})
+    assert set(p.ready_since.values()) == {NOW}  # roots: the workflow's start
+    n = {s["name"]: step_task_name("deploy-check", "wf-uid", s["name"]) for s in steps}
+    tasks = {"a": task_of(n["a"], "Succeeded", completionTime="2026-12-03T12:00:05Z"),
+             "b": task_of(n["b"], "Succeeded", completionTime="2026-12-03T12:00:09Z")}  # fmt: skip
+    p = advance(w, tasks)
+    assert p.ready_since == {n["c"]: datetime(2026, 12, 3, 12, 0, 9, tzinfo=UTC)}

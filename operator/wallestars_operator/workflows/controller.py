@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from wallestars_api.events import EventQueue
@@ -52,6 +52,8 @@ class Workflows:
         return out
 
     def tick(self, now: datetime, mono: float) -> None:
+        metrics.WORKFLOWS_RUNNING.set(sum(1 for wf in self.state.workflows.values()
+                                          if (wf.get("status") or {}).get("phase") not in FINISHED))  # fmt: skip
         for wf in list(self.state.workflows.values()):
             k = key(wf)
             if not self.free(k, mono):
@@ -82,6 +84,11 @@ class Workflows:
             try:
                 if await self.kube.create_task(task):
                     metrics.WORKFLOW_STEPS.labels("created").inc()
+                    since = plan.ready_since.get(task["metadata"]["name"])
+                    if since is not None:
+                        metrics.STEP_START_DELAY.observe(
+                            max(0.0, (datetime.now(UTC) - since).total_seconds())
+                        )
             except ApiError as e:
                 if e.code in (401, 429) or e.code >= 500:
                     raise  # the API server's trouble: the next pass tries again

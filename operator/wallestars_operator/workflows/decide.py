@@ -42,6 +42,9 @@ class Plan:
     status: dict[str, Any] = field(default_factory=dict)  # the workflow's status as it should be
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # reason, message, warning
     delete: bool = False  # ttlSecondsAfterFinished has passed
+    # When each created task's step could start (its dependencies' last end, or the
+    # workflow's start): the step start delay metric.
+    ready_since: dict[str, datetime] = field(default_factory=dict)
 
 
 def step_task_name(workflow: str, uid: str, step: str, index: int | None = None) -> str:
@@ -229,6 +232,7 @@ class Pass:
             return
         t = self.template(s, root)
         self.plan.create.append(step_task(self.wf, s, t))
+        self.plan.ready_since[self.plan.create[-1]["metadata"]["name"]] = self.ready_since(s)
         st.update(phase="Running", task=self.plan.create[-1]["metadata"]["name"])
         self.plan.events.append(("StepCreated", f"step {n}: AgentTask {st['task']}", False))
 
@@ -247,11 +251,27 @@ class Pass:
             if t is None:
                 tmpl = self.template(s, self.root(items[i], i))
                 self.plan.create.append(step_task(self.wf, s, tmpl, i))
+                self.plan.ready_since[self.plan.create[-1]["metadata"]["name"]] = self.ready_since(
+                    s
+                )
                 room -= 1
         if self.plan.create and s["name"] in {
             c["metadata"]["labels"][STEP_LABEL] for c in self.plan.create
         }:
             self.plan.events.append(("StepCreated", f"step {n}: {st['items']} items", False))
+
+    def ready_since(self, s: Mapping[str, Any]) -> datetime:
+        """The latest end among the step's dependencies, else the workflow's start."""
+        ends = [end for d in s.get("dependsOn") or [] for t in self.step_tasks(d)
+                if (end := parse_ts((t.get("status") or {}).get("completionTime")))]  # fmt: skip
+        start = parse_ts((self.wf.get("status") or {}).get("startTime")) or self.now
+        return max(ends, default=start)
+
+    def step_tasks(self, step: str) -> list[Mapping[str, Any]]:
+        if "items" in self.state.get(step, {}):
+            return [t for t in self.instances(step) if t]
+        t = self.tasks.get(self.name(step))
+        return [t] if t else []
 
     def items_of(self, s: Mapping[str, Any]) -> list[Any]:
         if "withItems" in s:
