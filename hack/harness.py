@@ -139,13 +139,15 @@ def install_api(cluster: localcluster.Cluster) -> None:
 
 
 def install_chart_rbac(cluster: localcluster.Cluster) -> None:
-    """The chart's RBAC for the operator and the webhook service, rendered by helm and applied."""
+    """The chart's RBAC for the operator and the webhook service, and the admission policy
+    that narrows what the operator may patch, rendered by helm and applied."""
     k = Kubectl(cluster.kubeconfig)
     k.run("create", "namespace", SYSTEM_NS, check=False)
     helm = localcluster.bin_dirs()["helm"] / "helm"
     rendered = subprocess.run(
         [str(helm), "template", "wallestars", str(REPO / "charts" / "wallestars-agents"), "--namespace", SYSTEM_NS,
-         "--show-only", "templates/operator-rbac.yaml", "--show-only", "templates/webhooks-rbac.yaml"],
+         "--show-only", "templates/operator-rbac.yaml", "--show-only", "templates/webhooks-rbac.yaml",
+         "--show-only", "templates/operator-writes-policy.yaml"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     k.apply(rendered)

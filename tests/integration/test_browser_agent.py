@@ -23,6 +23,7 @@ from harness import (
     WebhookService,
     credential_secret,
     download,
+    http_agent,
     install_chart_rbac,
     phase_is,
     reader_token,
@@ -538,4 +539,65 @@ def test_a_password_by_reference_is_typed_and_appears_in_no_output(
     assert refused["attempts"][0]["reason"] == "SecretRefused"
     assert not kubectl.json("get", "jobs", "-l", "agents.wallestars.io/task=secret-refused")[
         "items"
+    ]
+
+
+# --- workflows with real browsers (issue #17's examples) --------------------------------
+
+
+def workflow_done(kubectl: Kubectl, name: str, timeout: float = 300) -> dict[str, Any]:
+    def done() -> Any:
+        st = kubectl.json("get", "agentworkflow", name).get("status") or {}
+        return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    return dict(wait_for(f"workflow {name}", done, timeout=timeout))
+
+
+def test_a_pipeline_from_a_real_browser_scrape_fans_out_to_a_cloud_function(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    site: tuple[Site, list[Canary]], chrome: str, function_url: str,
+) -> None:  # fmt: skip
+    """The data pipeline: a paginated scrape in Chromium, one cloud task per scraped item
+    (at most 5 at once), then an aggregation of all their results."""
+    s = site[0]
+    http_agent(kubectl, function_url)
+    fn = {"agentRef": "fn", "type": "custom"}
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentWorkflow",
+                   "metadata": {"name": "pipeline"}, "spec": {"steps": [
+                       {"name": "scrape", "template": {"agentRef": chrome, "type": "scrape", "payload": {
+                           "url": f"{s.url}/list", "fields": {"items": {"selector": ".item", "all": True}},
+                           "pagination": {"nextSelector": "#next", "maxPages": 5}}}},
+                       {"name": "each", "dependsOn": ["scrape"], "parallelism": 5,
+                        "withResultItems": "{{ steps.scrape.result.data.data.items }}",
+                        "template": {**fn, "payload": {"data": {"out": "{{ item }}: checked"}}}},
+                       {"name": "sum", "dependsOn": ["each"],
+                        "template": {**fn, "payload": {"data": {"out": "{{ steps.each.results }}"}}}}],
+                       "outputs": {"all": "{{ steps.sum.result.data.out }}"}}})  # fmt: skip
+    st = workflow_done(kubectl, "pipeline")
+    assert st["phase"] == "Succeeded", st
+    assert [r["out"] for r in st["outputs"]["all"]] == [f"Item {i}: checked" for i in range(1, 8)]
+    assert {x["name"]: x for x in st["steps"]}["each"]["items"] == 7
+
+
+def test_a_cross_browser_matrix_runs_one_e2e_test_in_chromium_and_firefox(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    real_cluster: localcluster.Cluster, site: tuple[Site, list[Canary]],
+) -> None:  # fmt: skip
+    s = site[0]
+    engine_agent(kubectl, real_cluster, "in-chromium", "chromium", s.port)
+    engine_agent(kubectl, real_cluster, "in-firefox", "firefox", s.port)
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentWorkflow",
+                   "metadata": {"name": "matrix"}, "spec": {"steps": [
+                       {"name": "signup", "withItems": ["in-chromium", "in-firefox"], "template": {
+                           "agentRef": "{{ item }}", "type": "e2e-test", "retries": {"limit": 0},
+                           "payload": {"url": f"{s.url}/form", "steps": [
+                               {"action": "fill", "selector": "#name", "value": "Ada"},
+                               {"action": "click", "selector": "#submit"},
+                               {"action": "expectText", "selector": "#thanks", "value": "Thanks, Ada"}]}}}]}})  # fmt: skip
+    st = workflow_done(kubectl, "matrix")
+    assert st["phase"] == "Succeeded", st
+    tasks = kubectl.json("get", "agenttasks", "-l", "agents.wallestars.io/workflow=matrix")["items"]
+    assert sorted(t["status"]["agent"] for t in tasks) == ["in-chromium", "in-firefox"]
+    assert all(t["status"]["result"]["data"]["passed"] == 3 for t in tasks), [
+        t["status"]["result"] for t in tasks
     ]

@@ -180,9 +180,10 @@ def test_a_signed_callback_without_the_attempts_certificate_changes_nothing(
     status, text = progress(sdk_client(svc, task, ca, other))
     assert status == 401 and f"for attempt {uid}/2, not this one" in text
     # A certificate from another CA does not get through the handshake: no HTTP answer
-    # at all (under TLS 1.3 the client sees the server drop the connection).
+    # at all (under TLS 1.3 the client sees the server drop or reset the connection).
     status, text = progress(sdk_client(svc, task, ca, forged))
-    assert status == 0 and ("disconnected" in text.lower() or "certificate" in text.lower()), text
+    assert status == 0, text
+    assert any(w in text.lower() for w in ("disconnected", "reset", "certificate")), text
     assert kubectl.json("get", "agenttask", name)["status"]["phase"] == "Dispatched"
 
     mine = issue_attempt_certificate(*client_ca, uid, 1, now, timedelta(minutes=5))

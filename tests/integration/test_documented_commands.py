@@ -35,6 +35,10 @@ class Check:
 CHECKS: list[tuple[str, Check]] = [
     (r"\.venv/bin/python bench/cluster_startup\.py", Check("smoke", "--runs 1")),
     (
+        r"\.venv/bin/python bench/workflows\.py",
+        Check("smoke", "--chain 3 --width 5 --schedules 2 --minutes 1"),
+    ),
+    (
         r"\.venv/bin/python bench/callbacks\.py --overload",
         Check("smoke", "--rate 20 --seconds 3 --tasks 10 --finals 10"),
     ),

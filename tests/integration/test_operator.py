@@ -295,8 +295,18 @@ def test_operator_rbac_is_least_privilege(operator: OperatorProcess, kubectl: Ku
         )
 
     tasks, agents = "agenttasks.agents.wallestars.io", "agents.agents.wallestars.io"
+    workflows, schedules = (
+        "agentworkflows.agents.wallestars.io",
+        "agentschedules.agents.wallestars.io",
+    )
     for allowed in (
         ("watch", tasks, "-A"), ("delete", tasks, "-n", "any"),
+        # A workflow's steps and a schedule's runs; patch only to cancel them, which the
+        # chart's admission policy enforces (test_the_operator_may_only_cancel_what_it_created).
+        ("create", tasks, "-n", "any"), ("patch", tasks, "-n", "any"),
+        ("watch", workflows, "-A"), ("create", workflows, "-n", "any"),
+        ("patch", workflows, "--subresource=status", "-n", "any"),
+        ("watch", schedules, "-A"), ("patch", schedules, "--subresource=status", "-n", "any"),
         ("patch", tasks, "--subresource=status", "-n", "any"),
         ("watch", agents, "-A"), ("patch", agents, "--subresource=status", "-n", "any"),
         ("create", "jobs.batch", "-n", "any"), ("delete", "jobs.batch", "-n", "any"),
@@ -306,9 +316,8 @@ def test_operator_rbac_is_least_privilege(operator: OperatorProcess, kubectl: Ku
     ):  # fmt: skip
         assert can(*allowed), allowed
     for denied in (
-        ("patch", tasks, "-n", "any"),  # a task's spec is the user's
-        ("create", tasks, "-n", "any"),
         ("patch", agents, "-n", "any"),
+        ("patch", schedules, "-n", "any"), ("create", schedules, "-n", "any"),  # the user's
         ("list", "secrets", "-n", "any"), ("watch", "secrets", "-A"),
         ("delete", "secrets", "-n", "any"), ("update", "secrets", "-n", "any"),
         ("create", "pods", "-n", "any"), ("delete", "pods", "-n", "any"),
@@ -319,6 +328,29 @@ def test_operator_rbac_is_least_privilege(operator: OperatorProcess, kubectl: Ku
         ("*", "*"),
     ):  # fmt: skip
         assert not can(*denied), denied
+
+
+def test_the_operator_may_only_cancel_what_it_created(
+    operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    """The chart's admission policy (installed with its RBAC here too) narrows the
+    operator's patch of AgentTasks to spec.cancel: true on a workflow's or schedule's."""
+    who = ["--as=system:serviceaccount:wallestars-system:wallestars-operator", "--dry-run=server"]
+    body = {"agentRef": "nobody", "type": "custom", "payload": {}}
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                   "metadata": {"name": "users"}, "spec": body})  # fmt: skip
+    kubectl.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+                   "metadata": {"name": "run", "labels": {"agents.wallestars.io/schedule": "s"}},
+                   "spec": body})  # fmt: skip
+
+    def patch(name: str, spec: dict[str, Any]) -> str:
+        out = kubectl.run("patch", "agenttask", name, "--type=merge", "-p",
+                          json.dumps({"spec": spec}), *who, check=False)  # fmt: skip
+        return "ok" if out.returncode == 0 else out.stderr
+
+    assert patch("run", {"cancel": True}) == "ok"
+    assert "may only cancel what it created" in patch("users", {"cancel": True})
+    assert "nothing in the spec but spec.cancel" in patch("run", {"payload": {"url": "https://x/"}})
 
 
 def test_evicted_pod_is_a_disruption_not_a_failed_attempt(

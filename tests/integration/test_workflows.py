@@ -192,3 +192,19 @@ def test_a_matrix_over_two_agents_and_a_when_that_skips(
         "ran on fn-a",
         "ran on fn-b",
     ]
+
+
+def test_on_exit_runs_after_a_failed_step_with_the_outcome(
+    operator: OperatorProcess, function_url: str, kubectl: Kubectl
+) -> None:
+    http_agent(kubectl, function_url)
+    kubectl.apply({**WF, "metadata": {"name": "cleanup"}, "spec": {
+        "steps": [step("bad", behaviour="fail")],
+        "onExit": {"template": {"agentRef": "fn", "type": "custom", "payload": {
+            "data": {"out": "{{ workflow.phase }} {{ workflow.reason }}"}}}}}})  # fmt: skip
+    st = finished(kubectl, "cleanup")
+    assert st["phase"] == "Failed" and st["reason"] == "StepFailed", st
+    assert st["onExit"]["phase"] == "Succeeded"
+    exit_task = kubectl.json("get", "agenttask", st["onExit"]["task"])
+    assert exit_task["status"]["result"]["data"]["out"] == "Failed StepFailed"
+    assert exit_task["metadata"]["labels"]["agents.wallestars.io/step"] == "on-exit"

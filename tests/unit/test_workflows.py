@@ -379,3 +379,49 @@ def test_a_step_is_ready_from_its_last_dependency_end() -> None:
              "b": task_of(n["b"], "Succeeded", completionTime="2026-12-03T12:00:09Z")}  # fmt: skip
     p = advance(w, tasks)
     assert p.ready_since == {n["c"]: datetime(2026, 12, 3, 12, 0, 9, tzinfo=UTC)}
+
+
+ON_EXIT = {"onExit": {"template": tmpl(msg="ended {{ workflow.phase }}: {{ workflow.reason }}")}}
+
+
+def test_on_exit_runs_after_a_failure_and_sees_the_outcome() -> None:
+    steps: list[dict[str, Any]] = [{"name": "a", "template": tmpl()}]
+    w = wf(steps, **ON_EXIT)
+    advance(w, {})
+    a = step_task_name("deploy-check", "wf-uid", "a")
+    tasks = {"a": task_of(a, "Failed", message="boom")}
+    p = advance(w, tasks)
+    (exit_task,) = p.create
+    assert exit_task["metadata"]["name"] == step_task_name("deploy-check", "wf-uid", "on-exit")
+    assert exit_task["spec"]["payload"] == {"msg": "ended Failed: StepFailed"}
+    assert w["status"]["phase"] == "Running" and w["status"]["reason"] == "OnExit"
+    assert (
+        w["status"]["outcome"]["phase"] == "Failed" and w["status"]["onExit"]["phase"] == "Running"
+    )
+    tasks["exit"] = task_of(exit_task["metadata"]["name"], "Running")
+    assert advance(w, tasks).create == []  # never twice
+    tasks["exit"] = task_of(exit_task["metadata"]["name"], "Succeeded")
+    advance(w, tasks)
+    assert w["status"]["phase"] == "Failed" and w["status"]["message"].startswith("step a failed")
+    assert w["status"]["onExit"] == {"phase": "Succeeded", "task": exit_task["metadata"]["name"]}
+    assert "outcome" not in w["status"]
+
+
+def test_a_failed_on_exit_fails_a_workflow_whose_steps_succeeded() -> None:
+    w = wf([{"name": "a", "template": tmpl()}], **ON_EXIT)
+    advance(w, {})
+    tasks = {"a": task_of(step_task_name("deploy-check", "wf-uid", "a"), "Succeeded")}
+    (exit_task,) = advance(w, tasks).create
+    assert exit_task["spec"]["payload"] == {"msg": "ended Succeeded: Succeeded"}
+    tasks["exit"] = task_of(exit_task["metadata"]["name"], "Failed")
+    advance(w, tasks)
+    assert w["status"]["phase"] == "Failed" and w["status"]["reason"] == "OnExitFailed"
+
+
+def test_a_cancelled_step_is_asked_to_cancel_once() -> None:
+    w = wf([{"name": "a", "template": tmpl()}], cancel=True)
+    a = step_task_name("deploy-check", "wf-uid", "a")
+    running = task_of(a, "Running")
+    assert decide(w, by_name({"a": running}), NOW).cancel == [a]
+    running["spec"] = {"cancel": True}
+    assert decide(w, by_name({"a": running}), NOW).cancel == []

@@ -311,11 +311,12 @@ def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: d
     deps = {s["name"]: list(s.get("dependsOn") or []) for s in steps}
 
     def stop(phase: str, reason: str, message: str) -> Plan:
-        p.plan.cancel = p.running_tasks()
+        p.plan.cancel = [n for n in p.running_tasks()
+                         if not ((p.tasks.get(n) or {}).get("spec") or {}).get("cancel")]  # fmt: skip
         for st in p.state.values():
             if st["phase"] == "Pending":
                 st.update(phase="Skipped", message=message)
-        return finish(p, status, steps, phase, reason, message)
+        return conclude(p, status, steps, phase, reason, message)
 
     if spec.get("cancel"):
         return stop("Cancelled", "Cancelled", "the workflow was cancelled (spec.cancel)")
@@ -389,14 +390,14 @@ def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: d
     if all(st["phase"] in STEP_DONE for st in p.state.values()):
         bad = [n for n, st in p.state.items() if st["phase"] in ("Failed", "Cancelled")]
         if bad or blocked_roots:
-            return finish(p, status, steps, "Failed", "StepFailed",
+            return conclude(p, status, steps, "Failed", "StepFailed",
                           f"steps that did not succeed: {', '.join(bad)}")  # fmt: skip
         outs, why = outputs(spec, p.root())
         if outs:
             status["outputs"] = outs
         if why:
-            return finish(p, status, steps, "Failed", "OutputFailed", why)
-        return finish(p, status, steps, "Succeeded", "Succeeded", f"all {len(steps)} steps done")
+            return conclude(p, status, steps, "Failed", "OutputFailed", why)
+        return conclude(p, status, steps, "Succeeded", "Succeeded", f"all {len(steps)} steps done")
     running = p.running_tasks()
     new_phase = (
         "Suspended" if spec.get("suspend") and not running and not p.plan.create else "Running"
@@ -426,6 +427,51 @@ def progress_text(state: Mapping[str, Mapping[str, Any]], short: bool = False) -
         return f"{done}/{len(state)}"
     running = sum(1 for s in state.values() if s["phase"] == "Running")
     return f"{done} of {len(state)} steps done, {running} running"
+
+
+ON_EXIT = "on-exit"  # the onExit step's name (a step of the workflow may not take it)
+
+
+def conclude(p: Pass, status: dict[str, Any], steps: list[dict[str, Any]], phase: str,
+             reason: str, message: str) -> Plan:  # fmt: skip
+    """The steps are over with this outcome: finish, or first run the onExit step (it
+    sees the outcome as {{ workflow.phase }}, .reason, .message). A failed onExit fails a
+    workflow that had succeeded; the outcome is decided again each pass, so it is stable."""
+    template = (p.spec.get("onExit") or {}).get("template")
+    if not template:
+        return finish(p, status, steps, phase, reason, message)
+    outcome = {"phase": phase, "reason": reason, "message": message[:MESSAGE_LIMIT]}
+    name = p.name(ON_EXIT)
+    task = p.tasks.get(name)
+    if task is None:
+        root = p.root()
+        root["workflow"] |= outcome
+        try:
+            t = render(dict(template), root)
+        except ExpressionError as e:
+            return finish(p, status, steps, "Failed", "OnExitFailed", f"spec.onExit.template: {e}")
+        if task_secrets.references(t.get("payload") or {}):
+            return finish(p, status, steps, "Failed", "OnExitFailed",
+                          "spec.onExit.template.payload names a Secret: not supported in workflows")  # fmt: skip
+        p.plan.create.append(step_task(p.wf, {"name": ON_EXIT}, t))
+        p.plan.ready_since[name] = p.now
+        p.plan.events.append(("OnExit", f"steps ended {phase}: running onExit ({name})", False))
+        state = "Running"
+    else:
+        state = task_view(task)["phase"]
+    status["onExit"] = {"phase": state, "task": name}
+    if state == "Running":
+        status.update(phase="Running", reason="OnExit", message=f"{message[:MESSAGE_LIMIT - 40]}; running onExit",
+                      active=ON_EXIT, outcome=outcome)  # fmt: skip
+        return with_steps(p, status, steps)
+    status.pop("outcome", None)
+    if state != "Succeeded" and phase == "Succeeded":
+        phase, reason, message = (
+            "Failed",
+            "OnExitFailed",
+            f"the steps succeeded; onExit {state.lower()}",
+        )
+    return finish(p, status, steps, phase, reason, message)
 
 
 def finish(p: Pass, status: dict[str, Any], steps: list[dict[str, Any]], phase: str,
