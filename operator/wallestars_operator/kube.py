@@ -27,20 +27,25 @@ class Kube:
     def __init__(self, client: KubeClient) -> None:
         self.c = client
 
-    async def patch_task_status(
-        self, obj: Mapping[str, Any], status: Mapping[str, Any]
+    async def guarded_status(
+        self, plural: str, obj: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Merge patch guarded by the resourceVersion seen; None if someone wrote first (409)."""
+        """Merge patch of ``obj``'s status guarded by the resourceVersion seen; None if
+        someone wrote first (409) or it is gone (404)."""
         meta = obj["metadata"]
+        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{plural}/{meta['name']}/status"
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
         try:
-            return await self.c.request(
-                "PATCH", task_path(meta["namespace"], meta["name"], "status"), body, MERGE_PATCH
-            )
+            return await self.c.request("PATCH", path, body, MERGE_PATCH)
         except ApiError as e:
             if e.code in (404, 409):
                 return None
             raise
+
+    async def patch_task_status(
+        self, obj: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        return await self.guarded_status(AGENTTASKS, obj, status)
 
     async def delete_task(self, obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
@@ -79,24 +84,10 @@ class Kube:
         ns = task["metadata"]["namespace"]
         return await self.create(f"/apis/{API_VERSION}/namespaces/{ns}/{AGENTTASKS}", task)
 
-    async def cancel_task(self, ns: str, name: str) -> None:
-        await self._ignore(404)(
-            self.c.request("PATCH", task_path(ns, name), {"spec": {"cancel": True}}, MERGE_PATCH)
-        )
-
     async def patch_workflow_status(
         self, obj: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        """Guarded by the resourceVersion seen; None if someone wrote first (409) or it is gone."""
-        meta = obj["metadata"]
-        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTWORKFLOWS}/{meta['name']}/status"
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
-        try:
-            return await self.c.request("PATCH", path, body, MERGE_PATCH)
-        except ApiError as e:
-            if e.code in (404, 409):
-                return None
-            raise
+        return await self.guarded_status(AGENTWORKFLOWS, obj, status)
 
     @staticmethod
     def _collection(kind: str, ns: str) -> str:
@@ -108,6 +99,7 @@ class Kube:
         return await self.create(self._collection(obj["kind"], obj["metadata"]["namespace"]), obj)
 
     async def cancel(self, kind: str, ns: str, name: str) -> None:
+        """spec.cancel: true on an AgentTask or AgentWorkflow (a step, a replaced run)."""
         path = f"{self._collection(kind, ns)}/{name}"
         await self._ignore(404)(
             self.c.request("PATCH", path, {"spec": {"cancel": True}}, MERGE_PATCH)
@@ -122,15 +114,7 @@ class Kube:
     async def patch_schedule_status(
         self, obj: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:
-        meta = obj["metadata"]
-        path = f"/apis/{API_VERSION}/namespaces/{meta['namespace']}/{AGENTSCHEDULES}/{meta['name']}/status"
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": dict(status)}
-        try:
-            return await self.c.request("PATCH", path, body, MERGE_PATCH)
-        except ApiError as e:
-            if e.code in (404, 409):
-                return None
-            raise
+        return await self.guarded_status(AGENTSCHEDULES, obj, status)
 
     async def delete_workflow(self, obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]

@@ -66,8 +66,7 @@ class Schedules:
 
     async def act(self, s: Mapping[str, Any], plan: Plan) -> None:
         for run in plan.cancel:
-            await self.kube.cancel(run["kind"], run["metadata"]["namespace"] if "namespace" in run["metadata"]
-                                   else s["metadata"]["namespace"], run["metadata"]["name"])  # fmt: skip
+            await self.kube.cancel(run["kind"], s["metadata"]["namespace"], run["metadata"]["name"])
         for m in plan.create:
             if await self.kube.create_run(m):
                 metrics.SCHEDULED_RUNS.labels(m["kind"]).inc()

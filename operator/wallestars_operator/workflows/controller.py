@@ -101,7 +101,7 @@ class Workflows:
                             f"the API server refused the step's AgentTask: {e.message}"))  # fmt: skip
                 self.events.post(wf, "StepFailed", f"step {step}: {e.message}", True)
         for name in plan.cancel:
-            await self.kube.cancel_task(ns, name)
+            await self.kube.cancel("AgentTask", ns, name)
         if status != (wf.get("status") or {}):
             written = await self.kube.patch_workflow_status(wf, status)
             if written is None:
