@@ -78,10 +78,33 @@ class Page(Session):
     wait_for: WaitFor = "load"
 
 
+K8sName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+]
+ArtifactName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+
+
+class ArtifactSource(Model):
+    """An artifact of another AgentTask in the task's own namespace (a previous run's
+    screenshot), read from the webhook service by this attempt only."""
+
+    task: K8sName
+    name: ArtifactName = "screenshot.png"
+
+
 class Baseline(Model):
-    url: Url
+    url: Url | None = None
+    artifact: ArtifactSource | None = None
     max_diff_ratio: float = Field(0.0, ge=0, le=1)
     pixel_tolerance: int = Field(0, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Baseline:
+        if (self.url is None) == (self.artifact is None):
+            raise ValueError("a baseline is either a url or an artifact, exactly one")
+        return self
 
 
 class Screenshot(Page):

@@ -126,7 +126,8 @@ class Attempt:
                     t1 = time.monotonic()
                     budget = max(1.0, s.timeout_seconds - STOP_MARGIN_SECONDS) * 1000
                     run = Run(context, self.evidence, proxy.url, budget, self.progress,
-                              engine=s.browser, debug_port=debug_port, lighthouse=s.lighthouse)  # fmt: skip
+                              engine=s.browser, debug_port=debug_port, lighthouse=s.lighthouse,
+                              read_baseline=self.agent.read_baseline if self.agent else None)  # fmt: skip
                     try:
                         return await fn(run, payload)
                     except asyncio.CancelledError:

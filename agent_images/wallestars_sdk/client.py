@@ -44,7 +44,7 @@ from wallestars_sdk.protocol import (
     TaskRef,
 )
 from wallestars_sdk.secrets import Redactor
-from wallestars_sdk.signing import sign_headers, sign_seed
+from wallestars_sdk.signing import read_content, sign_headers, sign_seed
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -285,6 +285,41 @@ class AgentClient:
         if ref.sha256 != hashlib.sha256(raw).hexdigest():
             raise CallbackRejected(502, "the service stored different bytes than were sent")
         return ref
+
+    def baseline_url(self) -> str:
+        u = urlsplit(self.config.callback_url)
+        c = self.config
+        return f"{u.scheme}://{u.netloc}/api/baseline/{c.task_namespace}/{c.task_name}/{c.task_uid}/{c.attempt}"
+
+    async def read_baseline(self, limit: int) -> bytes:
+        """The image this task's payload names as its baseline (``baseline.artifact``: an
+        artifact of another task), served to this attempt only on its signature. Retried
+        like a progress report; a refusal (404: no such task or artifact) is raised."""
+        url = self.baseline_url()
+        content = read_content(urlsplit(url).path)
+        last: Exception | None = None
+        for n in range(self.config.send_attempts):
+            if n:
+                await asyncio.sleep(min(0.5 * 2**n, 10.0) * (0.5 + random.random() / 2))  # noqa: S311
+            signed = sign_headers(
+                [self.key], "get_" + secrets.token_hex(16), int(time.time()), content
+            )
+            try:
+                async with self.session.get(url, headers=signed) as r:
+                    if r.status == 200:
+                        body = bytearray()
+                        async for chunk in r.content.iter_chunked(64 * 1024):
+                            body += chunk
+                            if len(body) > limit:
+                                raise CallbackRejected(413, f"the baseline is over {limit} bytes")
+                        return bytes(body)
+                    last = CallbackRejected(r.status, await r.text())
+                    if r.status not in RETRYABLE_STATUS:
+                        raise last
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = e
+        assert last is not None
+        raise last
 
 
 def _results(

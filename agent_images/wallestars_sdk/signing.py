@@ -70,6 +70,12 @@ def sign_headers(
     }
 
 
+def read_content(path: str) -> bytes:
+    """What a signed read (a GET with no body) signs in place of a body: the method and
+    the path, so a signature read off one request is good for no other."""
+    return b"GET " + path.encode()
+
+
 def sign_seed(key: bytes, timestamp: int, body: bytes) -> str:
     """The seed scheme's signature: hex HMAC-SHA256 over timestamp + body."""
     return _mac(key, str(timestamp).encode(), body).hex()

@@ -20,8 +20,13 @@ Key = tuple[str, str]
 KINDS = ("tasks", "agents", "jobs", "pods", "workflows", "schedules")
 WORKFLOW_LABEL = "agents.wallestars.io/workflow"
 SCHEDULE_LABEL = "agents.wallestars.io/schedule"
-# Objects another of ours created, found by these labels without walking every object.
-INDEXED = {"tasks": (WORKFLOW_LABEL, SCHEDULE_LABEL), "workflows": (SCHEDULE_LABEL,)}
+SERIES_LABEL = "agents.wallestars.io/series"
+# Objects another of ours created, found by these labels without walking every object
+# (and the runs of a workflow series, for {{ previous }}).
+INDEXED = {
+    "tasks": (WORKFLOW_LABEL, SCHEDULE_LABEL),
+    "workflows": (SCHEDULE_LABEL, SERIES_LABEL),
+}
 
 
 # What the operator still reads of a finished task: TTL deletion and the Agent's statistics.

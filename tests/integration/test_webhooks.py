@@ -801,6 +801,75 @@ async def test_end_to_end_with_a_test_agent_and_artifacts(
             assert r.status == 401
 
 
+def reader_client(
+    svc: WebhookService, ns: str, name: str, uid: str, key: bytes | None = None
+) -> Any:
+    from wallestars_sdk import AgentClient, AgentConfig
+
+    cfg = AgentConfig(callback_url=svc.callback_url(uid, 1), task_uid=uid, task_namespace=ns,
+                      task_name=name, attempt=1, agent_id="test-agent", key_file=os.devnull,
+                      send_attempts=1)  # fmt: skip
+    return AgentClient(cfg, key or svc.key(uid, 1))
+
+
+async def test_a_running_attempt_reads_the_baseline_its_payload_names_and_nothing_else(
+    webhook_service: WebhookService, kubectl: Kubectl, tmp_path: Any
+) -> None:
+    from wallestars_sdk.client import CallbackRejected
+
+    ns = kubectl.namespace or ""
+    source, suid = dispatched_task(kubectl)
+    assert run_progress_agent(webhook_service, ns, source, suid, tmp_path).returncode == 0
+    content = (REPO / "tests" / "agents" / "progress_agent.py").read_bytes()
+
+    def screenshot(artifact: dict[str, str]) -> dict[str, Any]:
+        return {"agentRef": "fake", "type": "screenshot",
+                "payload": {"url": "http://site.test/", "baseline": {"artifact": artifact}}}  # fmt: skip
+
+    name, uid = dispatched_task(kubectl, **screenshot({"task": source, "name": "agent.py"}))
+    async with reader_client(webhook_service, ns, name, uid) as agent:
+        assert await agent.read_baseline(1 << 20) == content
+        with pytest.raises(CallbackRejected) as e:
+            await agent.read_baseline(100)  # the SDK's own limit
+        assert e.value.status == 413
+    refusals = {  # what is asked -> (status, what the answer says)
+        "forged": (401, "no signature matches"),
+        "no artifact of that name": (404, f"AgentTask {ns}/{source} has no artifact shot.png"),
+        "no such task": (404, f"AgentTask {ns}/gone does not exist"),
+        "no baseline in its payload": (404, "names no baseline artifact"),
+        "finished": (409, "is not a running attempt"),
+    }
+    made = {
+        "forged": (name, uid, os.urandom(32)),
+        "no artifact of that name": (*dispatched_task(kubectl, **screenshot({"task": source, "name": "shot.png"})), None),
+        "no such task": (*dispatched_task(kubectl, **screenshot({"task": "gone"})), None),
+        "no baseline in its payload": (*dispatched_task(kubectl), None),
+        "finished": (source, suid, None),
+    }  # fmt: skip
+    for case, (n, u, key) in made.items():
+        async with reader_client(webhook_service, ns, n, u, key) as agent:
+            with pytest.raises(CallbackRejected) as e:
+                await agent.read_baseline(1 << 20)
+        status, words = refusals[case]
+        assert e.value.status == status and words in e.value.body, (case, e.value.body)
+    # Unsigned, or signed for another path (a signature read off one request): refused.
+    url = webhook_service.url + f"/api/baseline/{ns}/{name}/{uid}/1"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as r:
+            assert r.status == 401
+        other = sign_headers([webhook_service.key(uid, 1)], "get_x", int(time.time()),
+                             f"GET /api/baseline/{ns}/{name}/{uid}/2".encode())  # fmt: skip
+        async with s.get(url, headers=other) as r:
+            assert r.status == 401
+    # The API server refuses a baseline with both sources, or neither.
+    both = screenshot({"task": source})
+    both["payload"]["baseline"]["url"] = "http://site.test/b.png"
+    out = kubectl.run("apply", "-f", "-", check=False, input=json.dumps(
+        {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
+         "metadata": {"name": "both"}, "spec": both}))  # fmt: skip
+    assert out.returncode != 0 and "a baseline is either a url or an artifact" in out.stderr
+
+
 async def test_artifacts_in_s3_compatible_storage(
     webhook_service: WebhookService, kubectl: Kubectl, cluster: localcluster.Cluster, tmp_path: Any
 ) -> None:

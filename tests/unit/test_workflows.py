@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wallestars_api.lifecycle import ts
 from wallestars_operator.workflows.dag import downstream, find_cycle, graph_problem
 from wallestars_operator.workflows.decide import (
     STEP_LABEL,
@@ -18,6 +19,13 @@ from wallestars_operator.workflows.decide import (
     step_task_name,
 )
 from wallestars_operator.workflows.expressions import ExpressionError, parse_path, render
+from wallestars_operator.workflows.series import (
+    SERIES_LABEL,
+    previous_run,
+    previous_view,
+    reads_previous,
+    series_of,
+)
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -425,3 +433,91 @@ def test_a_cancelled_step_is_asked_to_cancel_once() -> None:
     assert decide(w, by_name({"a": running}), NOW).cancel == [a]
     running["spec"] = {"cancel": True}
     assert decide(w, by_name({"a": running}), NOW).cancel == []
+
+
+def test_conditions_say_running_suspended_then_succeeded_with_transition_times_kept() -> None:
+    w = wf([{"name": "a", "template": tmpl()}])
+    advance(w, {})
+    conds = {c["type"]: c for c in w["status"]["conditions"]}
+    assert conds["Running"]["status"] == "True" and conds["Suspended"]["status"] == "False"
+    assert "Succeeded" not in conds  # not decided while it runs
+    first = conds["Running"]["lastTransitionTime"]
+    name = step_task_name("deploy-check", "wf-uid", "a")
+    later = NOW + timedelta(minutes=5)
+    plan = decide(w, by_name({"a": task_of(name, "Running")}), later)
+    assert {c["type"]: c for c in plan.status["conditions"]}["Running"][
+        "lastTransitionTime"
+    ] == first
+    plan = decide(w, by_name({"a": task_of(name, "Failed", message="boom")}), later)
+    conds = {c["type"]: c for c in plan.status["conditions"]}
+    assert conds["Running"]["status"] == "False" and conds["Running"]["reason"] == "Failed"
+    assert conds["Succeeded"]["status"] == "False" and conds["Succeeded"]["reason"] == "StepFailed"
+    assert conds["Succeeded"]["lastTransitionTime"] == ts(later)
+    s = wf([{"name": "a", "template": tmpl()}], suspend=True)
+    advance(s, {})
+    conds = {c["type"]: c for c in s["status"]["conditions"]}
+    assert s["status"]["phase"] == "Suspended" and conds["Suspended"]["status"] == "True"
+
+
+def run_of(name: str, created: str, phase: str, shot_task: str | None = None,
+           series: str = "checks", uid: str | None = None) -> dict[str, Any]:  # fmt: skip
+    steps = [{"name": "shot", "phase": "Succeeded", "task": shot_task}] if shot_task else []
+    return {"metadata": {"name": name, "uid": uid or name + "-uid", "creationTimestamp": created,
+                         "labels": {SERIES_LABEL: series}},
+            "status": {"phase": phase, "steps": steps}}  # fmt: skip
+
+
+def test_the_previous_run_is_the_newest_earlier_succeeded_run_of_the_series() -> None:
+    me = run_of("c4", "2026-12-03T12:04:00Z", "Running")
+    runs = [run_of("c1", "2026-12-03T12:01:00Z", "Succeeded", "t1"),
+            run_of("c2", "2026-12-03T12:02:00Z", "Succeeded", "t2"),
+            run_of("c3", "2026-12-03T12:03:00Z", "Failed", "t3"),  # a regression: not a baseline
+            run_of("c5", "2026-12-03T12:05:00Z", "Succeeded", "t5"),  # made after this one
+            me]  # fmt: skip
+    prev = previous_run(me, runs)
+    assert prev is not None and prev["metadata"]["name"] == "c2"
+    # Made in the same second: the name decides (a schedule names runs by their time).
+    twin = run_of("c2b", "2026-12-03T12:02:00Z", "Succeeded", "t2b")
+    prev = previous_run(run_of("c2c", "2026-12-03T12:02:00Z", "Running"), [*runs, twin])
+    assert prev is not None and prev["metadata"]["name"] == "c2b"
+    assert previous_run(run_of("c0", "2026-12-03T12:00:00Z", "Running"), runs) is None
+    view = previous_view(runs[1], {"t2": task_of("t2", "Succeeded", {"bytes": 9})})
+    assert view == {"exists": True, "name": "c2", "outputs": {},
+                    "steps": {"shot": {"phase": "Succeeded", "task": "t2",
+                                       "result": {"data": {"bytes": 9}}}}}  # fmt: skip
+    assert previous_view(None, {}) == {"exists": False}
+    assert series_of(me) == (SERIES_LABEL, "checks")
+    scheduled = {"metadata": {"name": "x", "labels": {"agents.wallestars.io/schedule": "nightly"}}}
+    assert series_of(scheduled) == ("agents.wallestars.io/schedule", "nightly")
+    assert series_of({"metadata": {"name": "x"}}) is None
+
+
+DEPLOY_CHECK: list[dict[str, Any]] = [
+    {"name": "shot", "template": tmpl(url="https://x/")},
+    {"name": "visual", "dependsOn": ["shot"], "when": "{{ previous.exists }}",
+     "template": tmpl(baseline={"artifact": {"task": "{{ previous.steps.shot.task }}"}})},
+]  # fmt: skip
+
+
+def test_a_step_compares_with_the_previous_run_and_is_skipped_on_the_first() -> None:
+    assert reads_previous({"steps": DEPLOY_CHECK})
+    assert not reads_previous({"steps": DIAMOND})
+    first = wf(copy.deepcopy(DEPLOY_CHECK))
+    shot = step_task_name("deploy-check", "wf-uid", "shot")
+    plan = decide(first, {shot: task_of(shot, "Succeeded")}, NOW, {"exists": False})
+    assert plan.create == []
+    assert plan.status["phase"] == "Succeeded"
+    assert plan.status["steps"][1]["phase"] == "Skipped"
+    second = wf(copy.deepcopy(DEPLOY_CHECK))
+    second["metadata"]["uid"] = "wf-uid-2"
+    shot2 = step_task_name("deploy-check", "wf-uid-2", "shot")
+    previous = previous_view(run_of("deploy-check-1", "t", "Succeeded", shot), {})
+    plan = decide(second, {shot2: task_of(shot2, "Succeeded")}, NOW, previous)
+    assert [c["spec"]["payload"] for c in plan.create] == [
+        {"baseline": {"artifact": {"task": shot}}}
+    ]
+    # A previous run without that step: the step fails, saying where the path ended.
+    plan = decide(second, {shot2: task_of(shot2, "Succeeded")}, NOW,
+                  {"exists": True, "name": "old", "steps": {}, "outputs": {}})  # fmt: skip
+    assert plan.status["phase"] == "Failed"
+    assert "previous.steps.shot.task: no 'shot'" in plan.status["steps"][1]["message"]

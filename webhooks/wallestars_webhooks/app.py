@@ -48,8 +48,8 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 def transport_security(s: Settings) -> Middleware:
     """With TLS on, the plain listener serves health and metrics only; under mutual TLS a
-    callback or an artifact upload comes over a connection whose client certificate names
-    its attempt (HMAC still verified after)."""
+    callback, an artifact upload or a baseline read comes over a connection whose client
+    certificate names its attempt (HMAC still verified after)."""
     tls = s.tls_cert_file is not None
     mutual = s.tls_client_ca_file is not None
 
@@ -64,9 +64,10 @@ def transport_security(s: Settings) -> Middleware:
             return error(
                 403, "https-required", "callbacks and artifacts are served over HTTPS only"
             )
-        if mutual and request.method in ("POST", "PUT"):
+        signed_read = request.path.startswith("/api/baseline/")
+        if mutual and (request.method in ("POST", "PUT") or signed_read):
             try:
-                if request.method == "PUT":
+                if request.method == "PUT" or signed_read:
                     uid, attempt = request.match_info["uid"], int(request.match_info["attempt"])
                 else:
                     uid, attempt = key_identity(request)
@@ -112,6 +113,7 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
         handlers["callback"] = callbacks
         handlers["put"] = arts.put
         handlers["get"] = arts.get
+        handlers["baseline"] = arts.baseline
 
         async def probe() -> None:
             while True:
@@ -138,6 +140,9 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
     async def get_artifact(request: web.Request) -> web.StreamResponse:
         return await handlers["get"](request)
 
+    async def baseline(request: web.Request) -> web.StreamResponse:
+        return await handlers["baseline"](request)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -158,6 +163,7 @@ def create_app(s: Settings, kube: Kube | None = None) -> web.Application:
     app.router.add_post("/api/agent-callback", callback)
     app.router.add_put(path, put_artifact)
     app.router.add_get(path, get_artifact)
+    app.router.add_get("/api/baseline/{namespace}/{name}/{uid}/{attempt}", baseline)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

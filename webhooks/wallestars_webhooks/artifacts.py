@@ -2,10 +2,13 @@
 
 PUT  /api/artifacts/{namespace}/{name}/{uid}/{attempt}/{artifact}
 GET  /api/artifacts/{namespace}/{name}/{uid}/{attempt}/{artifact}   (Authorization: Bearer)
+GET  /api/baseline/{namespace}/{name}/{uid}/{attempt}   (signed by that attempt)
 
 Uploads stream to a temporary file while the HMAC and sha256 are computed; the file
 is kept only if the signature holds. Downloads need a token that passes TokenReview
-and a SubjectAccessReview for ``get`` on that AgentTask.
+and a SubjectAccessReview for ``get`` on that AgentTask. A running attempt may read
+the one artifact its own payload names as its baseline (``baseline.artifact``: a task
+in its namespace, an artifact name), signed with its callback key; nothing else.
 """
 
 from __future__ import annotations
@@ -19,15 +22,22 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from wallestars_api.lifecycle import accepts_evidence
 from wallestars_sdk.keys import attempt_keys
-from wallestars_sdk.signing import SignatureError, any_match, parse_standard_headers
+from wallestars_sdk.signing import (
+    SignatureError,
+    any_match,
+    parse_standard_headers,
+    read_content,
+)
 
 from wallestars_webhooks import metrics
 from wallestars_webhooks.http import BodyRefused, check_headers, error, header_values
@@ -135,6 +145,34 @@ class S3Store:
             head.get("ContentType", "application/octet-stream"),
         )
         return meta, Path(name)
+
+
+STORED_PATH = re.compile(r"/api/artifacts/([^/]+)/([^/]+)/([^/]+)/([0-9]+)/([^/]+)")
+
+
+def baseline_source(task: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(task name, artifact name) that a screenshot task's payload names as its baseline."""
+    spec = task.get("spec") or {}
+    art = ((spec.get("payload") or {}).get("baseline") or {}).get("artifact")
+    if spec.get("type") != "screenshot" or not isinstance(art, Mapping):
+        return None
+    name, artifact = art.get("task"), art.get("name", "screenshot.png")
+    if not isinstance(name, str) or not isinstance(artifact, str):
+        return None
+    return name, artifact
+
+
+def stored_ref(task: Mapping[str, Any], artifact: str) -> ArtifactRef | None:
+    """Where ``task``'s result says its artifact ``artifact`` is stored (only a URI that
+    names this very task: a result cannot point into another task's files)."""
+    meta = task["metadata"]
+    for a in ((task.get("status") or {}).get("result") or {}).get("artifacts") or []:
+        if not isinstance(a, Mapping) or a.get("name") != artifact:
+            continue
+        m = STORED_PATH.search(urlsplit(str(a.get("uri", ""))).path)
+        if m and m[1] == meta["namespace"] and m[2] == meta["name"] and m[3] == meta["uid"]:
+            return ArtifactRef(m[1], m[2], m[3], int(m[4]), m[5])
+    return None
 
 
 def parse_ref(request: web.Request) -> ArtifactRef:
@@ -286,11 +324,58 @@ class ArtifactHandlers:
             return error(
                 403, "forbidden", f"{who[0]} may not get agenttask {ref.namespace}/{ref.name}"
             )
+        return await self.serve(request, ref, "served")
+
+    async def baseline(self, request: web.Request) -> web.StreamResponse:
+        """A running attempt's baseline image: checked in the order of cost, the signature
+        before any API read."""
+        m = request.match_info
+        ns, name, uid, attempt = m["namespace"], m["name"], m["uid"], m["attempt"]
+        if not (K8S_NAME.fullmatch(ns) and K8S_NAME.fullmatch(name) and UID.fullmatch(uid)
+                and attempt.isdigit() and 1 <= int(attempt) <= 1000):  # fmt: skip
+            return error(404, "bad-path", "GET /api/baseline/{namespace}/{name}/{uid}/{attempt}")
+        try:
+            h = parse_standard_headers(
+                header_values(request), time.time(), self.s.tolerance_seconds
+            )
+        except SignatureError as e:
+            metrics.ARTIFACTS.labels("bad-signature").inc()
+            return error(401, e.reason, str(e))
+        content = h.signed_prefix + read_content(request.path)
+        expected = (hmac.new(k, content, hashlib.sha256).digest()
+                    for k in attempt_keys(self.masters, uid, int(attempt)))  # fmt: skip
+        if not any_match(h.signatures, expected):
+            metrics.ARTIFACTS.labels("bad-signature").inc()
+            return error(401, "bad-signature", "no signature matches")
+        reader = await self.kube.get_task(ns, name)
+        if reader is None or reader["metadata"].get("uid") != uid:
+            metrics.ARTIFACTS.labels("unknown-task").inc()
+            return error(410, "unknown-task", f"AgentTask {ns}/{name} ({uid}) does not exist")
+        if not accepts_evidence(reader, int(attempt), datetime.now(UTC)):
+            metrics.ARTIFACTS.labels("stale-attempt").inc()
+            return error(409, "stale-attempt", f"attempt {attempt} is not a running attempt")
+        source = baseline_source(reader)
+        if source is None:
+            metrics.ARTIFACTS.labels("no-baseline").inc()
+            return error(404, "no-baseline", f"AgentTask {ns}/{name} names no baseline "
+                         "artifact (a screenshot's spec.payload.baseline.artifact)")  # fmt: skip
+        task, artifact = source
+        src = await self.kube.get_task(ns, task)
+        ref = stored_ref(src, artifact) if src is not None else None
+        if ref is None:
+            metrics.ARTIFACTS.labels("no-baseline").inc()
+            why = "does not exist" if src is None else f"has no artifact {artifact} in its result"
+            return error(404, "no-baseline", f"baseline: AgentTask {ns}/{task} {why}")
+        return await self.serve(request, ref, "baseline-served")
+
+    async def serve(
+        self, request: web.Request, ref: ArtifactRef, verdict: str
+    ) -> web.StreamResponse:
         found = await self.store.open(ref)
         if found is None:
             return error(404, "not-found", "no such artifact")
         meta, path = found
-        metrics.ARTIFACTS.labels("served").inc()
+        metrics.ARTIFACTS.labels(verdict).inc()
         headers = {
             "Content-Type": meta.content_type,
             "X-Content-SHA256": meta.sha256,

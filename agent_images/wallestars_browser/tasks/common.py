@@ -86,6 +86,8 @@ class Run:
     # performance with engine lighthouse: the Chromium's DevTools port, Lighthouse's cli
     debug_port: int | None = None
     lighthouse: str | None = None
+    # screenshot with baseline.artifact: the webhook service's copy of it (SDK, signed)
+    read_baseline: Callable[[int], Awaitable[bytes]] | None = None
 
 
 async def _noop() -> None:

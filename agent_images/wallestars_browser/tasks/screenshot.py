@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
+from wallestars_sdk.client import CallbackRejected
 
 from wallestars_browser import imagediff
 from wallestars_browser.payloads import Screenshot
@@ -35,7 +38,10 @@ async def run(r: Run, p: Screenshot) -> Outcome:
     }  # fmt: skip
     if p.baseline is None:
         return Outcome(data)
-    baseline = await fetch(p.baseline.url, r.proxy_url, r.timeout_ms)
+    if p.baseline.url is not None:
+        baseline = await fetch(p.baseline.url, r.proxy_url, r.timeout_ms)
+    else:
+        baseline = await stored(r, p)
     ratio, diff_png = imagediff.diff(baseline, image, p.baseline.pixel_tolerance)
     passed = ratio <= p.baseline.max_diff_ratio
     data["visual"] = {"diffRatio": round(ratio, 6), "maxDiffRatio": p.baseline.max_diff_ratio,
@@ -46,6 +52,31 @@ async def run(r: Run, p: Screenshot) -> Outcome:
     if not passed:
         failure = f"{ratio:.4%} of pixels differ from the baseline (allowed {p.baseline.max_diff_ratio:.4%})"
     return Outcome(data, {"diffRatio": ratio}, failure)
+
+
+async def stored(r: Run, p: Screenshot) -> bytes:
+    """baseline.artifact: another task's artifact, from the webhook service (not through
+    the egress proxy: the service is where this attempt calls back)."""
+    assert p.baseline is not None and p.baseline.artifact is not None
+    src = f"{p.baseline.artifact.task}/{p.baseline.artifact.name}"
+    if r.read_baseline is None:
+        raise TaskError("BaselineUnavailable", f"baseline {src}: no webhook service to ask", False)
+    try:
+        return await r.read_baseline(BASELINE_LIMIT)
+    except CallbackRejected as e:
+        retry = e.status >= 500 or e.status in (408, 429)
+        code = "UserError" if e.status == 413 else "BaselineUnavailable"
+        raise TaskError(code, f"baseline {src}: {message_of(e)}", retry) from e
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise TaskError("BaselineUnavailable", f"baseline {src}: {e}", True) from e
+
+
+def message_of(e: CallbackRejected) -> str:
+    """The service's own words (its JSON error's message) where it gave them."""
+    try:
+        return str(json.loads(e.body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(e)
 
 
 async def fetch(url: str, proxy: str, timeout_ms: float) -> bytes:

@@ -17,6 +17,12 @@ from wallestars_operator import metrics
 from wallestars_operator.kube import Kube
 from wallestars_operator.state import State
 from wallestars_operator.workflows.decide import FINISHED, Plan, decide
+from wallestars_operator.workflows.series import (
+    previous_run,
+    previous_view,
+    reads_previous,
+    series_of,
+)
 
 log = logging.getLogger("wallestars.operator.workflows")
 Key = tuple[str, str]
@@ -51,6 +57,17 @@ class Workflows:
                 out[t["metadata"]["name"]] = t
         return out
 
+    def previous(self, wf: Mapping[str, Any]) -> dict[str, Any] | None:
+        """{{ previous }} for a workflow that reads it: its series' last good run."""
+        if not reads_previous(wf.get("spec") or {}):
+            return None
+        series = series_of(wf)
+        if series is None:
+            return {"exists": False}
+        ns = wf["metadata"]["namespace"]
+        prev = previous_run(wf, self.state.with_label("workflows", series[0], ns, series[1]))
+        return previous_view(prev, self.step_tasks(prev) if prev is not None else {})
+
     def tick(self, now: datetime, mono: float) -> None:
         metrics.WORKFLOWS_RUNNING.set(sum(1 for wf in self.state.workflows.values()
                                           if (wf.get("status") or {}).get("phase") not in FINISHED))  # fmt: skip
@@ -63,7 +80,7 @@ class Workflows:
             if status.get("phase") in FINISHED and spec.get("ttlSecondsAfterFinished") is None:
                 continue
             try:
-                plan = decide(wf, self.step_tasks(wf), now)
+                plan = decide(wf, self.step_tasks(wf), now, self.previous(wf))
             except Exception:  # one malformed workflow must not stop the others
                 log.exception(
                     "%s/%s: no decision", wf["metadata"]["namespace"], wf["metadata"]["name"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from wallestars_api.conditions import set_condition
 from wallestars_api.lifecycle import parse_ts, ts
 from wallestars_api.resources import API_VERSION, GROUP
 from wallestars_sdk import secrets as task_secrets
@@ -103,6 +104,7 @@ class Pass:
     wf: Mapping[str, Any]
     tasks: Mapping[str, Mapping[str, Any]]  # the step tasks that exist, by task name
     now: datetime
+    previous: Mapping[str, Any] | None = None  # series.previous_view of the last good run
     plan: Plan = field(default_factory=Plan)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -172,7 +174,8 @@ class Pass:
             elif st:
                 steps[n] = {"phase": st["phase"]}
         out: dict[str, Any] = {"steps": steps, "workflow": {"name": self.meta["name"],
-               "namespace": self.meta["namespace"], "uid": self.meta["uid"]}}  # fmt: skip
+               "namespace": self.meta["namespace"], "uid": self.meta["uid"]},
+               "previous": self.previous or {"exists": False}}  # fmt: skip
         if index is not None:
             out |= {"item": item, "itemIndex": index}
         return out
@@ -283,12 +286,14 @@ class Pass:
         return list(items) if isinstance(items, list) else []
 
 
-def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: datetime) -> Plan:
-    """``tasks``: the workflow's step tasks that exist, by task name."""
+def decide(wf: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], now: datetime,
+           previous: Mapping[str, Any] | None = None) -> Plan:  # fmt: skip
+    """``tasks``: the workflow's step tasks that exist, by task name; ``previous``: what
+    ``{{ previous }}`` reads (series.previous_view), if the workflow reads it."""
     spec = wf.get("spec") or {}
     old = dict(wf.get("status") or {})
     steps: list[dict[str, Any]] = list(spec.get("steps") or [])
-    p = Pass(wf, tasks, now)
+    p = Pass(wf, tasks, now, previous)
     phase = old.get("phase", "")
     if phase in FINISHED:
         p.plan.status = old
@@ -417,8 +422,31 @@ def with_steps(p: Pass, status: dict[str, Any], steps: list[dict[str, Any]]) -> 
                 st["message"] = str(st["message"])[:MESSAGE_LIMIT]
         status["steps"] = [p.state[s["name"]] for s in steps]
         status["progress"] = progress_text(p.state, short=True)
+    status["conditions"] = conditions(status, ts(p.now), p.meta.get("generation"))
     p.plan.status = status
     return p.plan
+
+
+def conditions(status: Mapping[str, Any], now: str, generation: int | None) -> list[dict[str, Any]]:
+    """Running, Suspended and (once finished) Succeeded, as a Job's conditions say it:
+    from the phase just decided, transition times kept while a status holds."""
+    phase, reason, message = (
+        status.get("phase", ""),
+        status.get("reason", ""),
+        status.get("message", ""),
+    )
+    conds = list(status.get("conditions") or [])
+    running = phase == "Running"
+    conds = set_condition(conds, "Running", running, reason if running else phase or "Pending",
+                          message, now, generation)  # fmt: skip
+    conds = set_condition(conds, "Suspended", phase == "Suspended",
+                          "Suspended" if phase == "Suspended" else "NotSuspended",
+                          "spec.suspend: no step starts" if phase == "Suspended" else "", now, generation)  # fmt: skip
+    if phase in FINISHED:
+        conds = set_condition(
+            conds, "Succeeded", phase == "Succeeded", reason, message, now, generation
+        )
+    return conds
 
 
 def progress_text(state: Mapping[str, Mapping[str, Any]], short: bool = False) -> str:
