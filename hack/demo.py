@@ -7,13 +7,18 @@ address, a browser Agent on the chart's browser image and three AgentTasks — a
 screenshot, a scrape and an accessibility check — each run in a container of the browser
 image under Pod Security `restricted`, reaching the site through the egress proxy in its
 pod and calling back through the webhook Service. Shown with `kubectl get agenttasks`
-once they finished, with the scrape's data and the screenshot saved to a file. The
+once they finished, with the scrape's data and the screenshot saved to a file. It ends
+with the hybrid deploy check (examples/workflow-deploy-check.yaml, aimed at the site's
+shop) run twice: an api-test by an in-cluster function (tests/agents/http_function.py
+running the built-in cloud handler), an e2e test and a screenshot in Chromium, and, in
+the second run, the visual regression against the first run's screenshot. The
 cluster and the release keep running afterwards (`make down` stops them); the site stops
 with this script.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -21,12 +26,15 @@ from pathlib import Path
 
 import helmlocal
 import localcluster
+import yaml
 from harness import (
     REPO,
     TERMINAL_PHASES,
     Kubectl,
+    deploy_test_function,
     download,
     free_port,
+    http_agent,
     phase_is,
     reader_token,
     start_fixture_site,
@@ -35,6 +43,7 @@ from harness import (
 from realnode.config import NODE_IP
 
 NS = "demo"
+FUNCTIONS_NS = "demo-functions"
 
 
 def main() -> int:
@@ -54,7 +63,8 @@ def main() -> int:
     site = start_fixture_site(port, NODE_IP)  # on the node's address, where pods reach it
     try:
         print("helm install wallestars charts/wallestars-agents (our images) ...", flush=True)
-        release = helmlocal.install(cluster, browser_namespaces=(NS,), reachable=((NODE_IP, port),))
+        release = helmlocal.install(cluster, browser_namespaces=(NS,), reachable=((NODE_IP, port),),
+                                    function_namespaces=(FUNCTIONS_NS,))  # fmt: skip
         k = Kubectl(cluster.kubeconfig, NS)
         print(f"$ kubectl -n {release.namespace} get pods -o wide")
         print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods", "-o", "wide"))
@@ -62,7 +72,7 @@ def main() -> int:
         k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "Agent",
                  "metadata": {"name": "chromium"},
                  "spec": {"type": "browser", "concurrency": 3,
-                          "capabilities": ["screenshot", "scrape", "accessibility"],
+                          "capabilities": ["screenshot", "scrape", "accessibility", "e2e-test"],
                           "browser": {"network": {"allowPrivateAddresses": [f"{NODE_IP}:{port}"]}}}})  # fmt: skip
         site_url = f"http://{NODE_IP}:{port}"
         tasks = {
@@ -72,7 +82,8 @@ def main() -> int:
                                        "pagination": {"nextSelector": "#next"}}),
             "signup-accessibility": ("accessibility", {"url": f"{site_url}/form"}),
         }  # fmt: skip
-        k("delete", "agenttasks", "--all", "--wait=true")  # a fresh run each time
+        # A fresh run each time (a workflow's steps go with it).
+        k("delete", "agentworkflows,agenttasks", "--all", "--wait=true")
         for name, (type_, payload) in tasks.items():
             k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
                      "metadata": {"name": name},
@@ -104,11 +115,48 @@ def main() -> int:
         )
         print(f"webhook service at {shot['uri']} to whoever may read the task;")
         print(f"a copy is in {saved}\n")
+        deploy_check(cluster, release, k, site_url)
         print(f"The cluster and the release keep running: export KUBECONFIG={cluster.kubeconfig}")
         print("  helm -n wallestars-system status wallestars     make down stops everything")
         return 0
     finally:
         site.terminate()
+
+
+def deploy_check(
+    cluster: localcluster.Cluster, release: helmlocal.Release, k: Kubectl, site_url: str
+) -> None:
+    """The hybrid example, twice, as a deploy pipeline would create it after each deploy."""
+    print("The hybrid deploy check (examples/workflow-deploy-check.yaml) against the site's")
+    print("shop, with an in-cluster function as the api-checker Agent ...", flush=True)
+    admin = Kubectl(cluster.kubeconfig)
+    admin.run("create", "namespace", FUNCTIONS_NS, check=False)  # kept from an earlier run
+    image = f"{release.values['image']['repository']}/agents:{release.values['image']['tag']}"
+    http_agent(k, deploy_test_function(cluster.kubeconfig, FUNCTIONS_NS, image), name="api-checker")
+    text = (REPO / "examples" / "workflow-deploy-check.yaml").read_text()
+    manifest = json.dumps(yaml.safe_load(text)).replace(
+        "https://shop.example.com/", f"{site_url}/shop/"
+    )
+    for run in ("first", "second"):
+        name = k("create", "-f", "-", "-o", "jsonpath={.metadata.name}", input=manifest)
+        print(f"$ kubectl -n {NS} create -f examples/workflow-deploy-check.yaml  # {name}")
+        t0 = time.monotonic()
+        st = wait_for(name, lambda n=name: (s if (s := k.json("get", "agentworkflow", n)  # type: ignore[misc]
+                      .get("status", {})).get("phase") in ("Succeeded", "Failed") else None),
+                      timeout=300)  # fmt: skip
+        print(f"the {run} run {st['phase']} in {time.monotonic() - t0:.1f} s")
+        for cmd in (["get", "agentworkflows"],
+                    ["get", "agenttasks", "-l", f"agents.wallestars.io/workflow={name}"]):  # fmt: skip
+            print(f"$ kubectl -n {NS} {' '.join(cmd)}")
+            print(k(*cmd).rstrip() + "\n")
+        visual = next(s for s in st["steps"] if s["name"] == "visual")
+        if "task" in visual:
+            data = k.json("get", "agenttask", visual["task"])["status"]["result"]["data"]
+            print(
+                f"visual regression against the first run's screenshot: {json.dumps(data['visual'])}\n"
+            )
+        else:
+            print(f"visual regression: {visual['phase']} ({visual.get('message', '')})\n")
 
 
 if __name__ == "__main__":

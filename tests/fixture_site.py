@@ -1,6 +1,7 @@
 """A small web site for the browser agent's tests, served on loopback by the tests.
 
-Pages: a form, a list with pagination, a slow page, an inaccessible and an accessible
+Pages: a small shop (a health endpoint, a home page and a login page, whose look
+the tests change between "deploys" through ``site.release``), a form, a list with pagination, a slow page, an inaccessible and an accessible
 page, a heavy page (long tasks, layout shift, a late large image), a page for visual
 regression in two variants, redirect chains, and "trick" pages that try to make the
 browser reach a target through subresources, scripts and sockets. Baseline images the
@@ -140,6 +141,21 @@ async def visual(request: web.Request) -> web.Response:
     )
 
 
+async def shop(request: web.Request) -> web.Response:
+    rel = request.app[RELEASE_KEY]
+    return page("Shop", f"""<header><nav><a href="/shop/">Home</a> <a href="/shop/login">Sign in</a></nav></header>
+<h1>Shop</h1><div id="banner" class="box" style="background:{rel['color']}"></div>
+<p>Release {html.escape(rel['version'])}.</p>""")  # fmt: skip
+
+
+async def shop_login(_: web.Request) -> web.Response:
+    return page("Sign in", '<h1>Sign in</h1><form id="login"><input id="email"></form>')
+
+
+async def shop_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": request.app[RELEASE_KEY]["version"]})
+
+
 async def img(_: web.Request) -> web.Response:
     # 1x1 transparent PNG
     return web.Response(body=bytes.fromhex(
@@ -198,6 +214,7 @@ async def service_worker(request: web.Request) -> web.Response:
 
 CANARY_KEY = web.AppKey("canary", str)
 FILES_KEY = web.AppKey("files", dict)
+RELEASE_KEY = web.AppKey("release", dict)
 
 
 async def files(request: web.Request) -> web.Response:
@@ -211,12 +228,14 @@ def make_app(canary_url: str = "http://127.0.0.2:9/") -> web.Application:
     app = web.Application()
     app[CANARY_KEY] = canary_url
     app[FILES_KEY] = {}
+    app[RELEASE_KEY] = {"version": "1.0", "color": "#06c"}
     r = app.router
     for path, h in [("/", index), ("/form", form), ("/form/done", form_done), ("/list", listing),
                     ("/slow", slow), ("/slow-element", slow_element), ("/inaccessible", inaccessible),
                     ("/accessible", accessible), ("/heavy", heavy), ("/visual", visual),
                     ("/img.png", img), ("/redirect", redirect), ("/trick/{kind}", trick),
-                    ("/sw.js", service_worker), ("/files/{name}", files), ("/private", private)]:  # fmt: skip
+                    ("/sw.js", service_worker), ("/files/{name}", files), ("/private", private),
+                    ("/shop/", shop), ("/shop/login", shop_login), ("/shop/healthz", shop_health)]:  # fmt: skip
         r.add_get(path, h)
     return app
 
@@ -263,6 +282,11 @@ class Site:
     @property
     def files(self) -> dict[str, bytes]:
         return self.app[FILES_KEY]
+
+    @property
+    def release(self) -> dict[str, str]:
+        """The shop's release: its version and banner colour (a "deploy" changes them)."""
+        return self.app[RELEASE_KEY]
 
 
 async def start_site(host: str = "127.0.0.1", canary_url: str = "") -> tuple[Site, web.AppRunner]:

@@ -6,7 +6,8 @@ payload.data.behaviour (and payload.data.out, returned as result.data.out): succ
 fail (always), silent (never call back), refuse (answer 500 to the invocation),
 slow (call back success after 8 s), duplicate (the success sent twice, the same signed
 message: a network or SDK retry), reorder (the success, then a progress callback that
-arrives after it). GET /invocations/<task uid> says how many times the task was
+arrives after it). An `api-test` task runs the built-in cloud handler
+(wallestars_cloud: the requests and assertions, as a deployed function does). GET /invocations/<task uid> says how many times the task was
 invoked; GET /invoked-at/<task uid> when (epoch seconds, each time); GET /delivered
 which attempts' final results the webhook service acknowledged (2xx), by task uid.
 """
@@ -33,6 +34,11 @@ DELIVERED: dict[str, list[int]] = {}  # task uid -> attempts whose final result 
 
 
 async def report(inv: dict[str, Any]) -> None:
+    if inv.get("type") == "api-test":
+        from wallestars_cloud import handle
+
+        await handle(inv)
+        return
     behaviour = ((inv.get("payload") or {}).get("data") or {}).get("behaviour", "succeed")
     if behaviour == "silent":
         return

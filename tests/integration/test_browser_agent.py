@@ -16,7 +16,9 @@ from typing import Any
 
 import localcluster
 import pytest
+import yaml
 from harness import (
+    REPO,
     TERMINAL_PHASES,
     Kubectl,
     OperatorProcess,
@@ -601,3 +603,67 @@ def test_a_cross_browser_matrix_runs_one_e2e_test_in_chromium_and_firefox(
     assert all(t["status"]["result"]["data"]["passed"] == 3 for t in tasks), [
         t["status"]["result"] for t in tasks
     ]
+
+
+def test_the_hybrid_deploy_check_compares_each_run_with_the_last_good_one(
+    operator: OperatorProcess, webhook_service: WebhookService, kubectl: Kubectl,
+    real_cluster: localcluster.Cluster, site: tuple[Site, list[Canary]], function_url: str,
+) -> None:  # fmt: skip
+    """examples/workflow-deploy-check.yaml as shipped, aimed at the fixture shop: a cloud
+    api-test of its health endpoint, then an e2e test and a screenshot in Chromium, then a
+    visual regression against the last succeeded run's screenshot. Four deploys: the
+    first has no baseline; the second matches it; the third changes the banner and fails;
+    the fourth (rolled back) is compared with the second, not with the regression."""
+    s = site[0]
+    http_agent(kubectl, function_url, name="api-checker")
+    engine_agent(kubectl, real_cluster, "chromium", "chromium", s.port)
+    text = (REPO / "examples" / "workflow-deploy-check.yaml").read_text()
+    manifest = json.dumps(yaml.safe_load(text)).replace(
+        "https://shop.example.com/", f"{s.url}/shop/"
+    )
+
+    def deploy_check() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        name = kubectl("create", "-f", "-", "-o", "jsonpath={.metadata.name}", input=manifest)
+        st = workflow_done(kubectl, name)
+        return st, {x["name"]: x for x in st["steps"]}
+
+    def task_status(name: str) -> dict[str, Any]:
+        return dict(kubectl.json("get", "agenttask", name)["status"])
+
+    def baseline_of(step: dict[str, Any]) -> str:
+        t = kubectl.json("get", "agenttask", step["task"])
+        return str(t["spec"]["payload"]["baseline"]["artifact"]["task"])
+
+    try:
+        st, first = deploy_check()
+        assert st["phase"] == "Succeeded", st
+        assert first["visual"]["phase"] == "Skipped" and first["visual"]["message"].startswith(
+            "when was false"
+        )
+        health = task_status(first["health"]["task"])["result"]["data"]
+        assert health["passed"] is True and health["requests"][0]["status"] == 200
+        assert task_status(first["e2e"]["task"])["result"]["data"]["passed"] == 5
+        conds = {c["type"]: c["status"] for c in st["conditions"]}
+        assert conds == {"Running": "False", "Suspended": "False", "Succeeded": "True"}
+
+        st, second = deploy_check()
+        assert st["phase"] == "Succeeded", st
+        assert baseline_of(second["visual"]) == first["screenshot"]["task"]
+        visual = task_status(second["visual"]["task"])["result"]["data"]["visual"]
+        assert visual["passed"] is True and visual["diffRatio"] == 0.0
+
+        s.release.update(version="1.1", color="#c00")  # a deploy that changes the banner
+        st, third = deploy_check()
+        assert st["phase"] == "Failed" and st["reason"] == "StepFailed", st
+        assert third["visual"]["phase"] == "Failed"
+        assert "differ from the baseline" in third["visual"]["message"]
+        assert baseline_of(third["visual"]) == second["screenshot"]["task"]
+        v = task_status(third["visual"]["task"])["result"]["data"]["visual"]
+        assert v["diffRatio"] == pytest.approx(200 * 100 / (1280 * 800), rel=0.05)
+
+        s.release.update(version="1.2", color="#06c")  # rolled back
+        st, fourth = deploy_check()
+        assert st["phase"] == "Succeeded", st
+        assert baseline_of(fourth["visual"]) == second["screenshot"]["task"]
+    finally:
+        s.release.update(version="1.0", color="#06c")

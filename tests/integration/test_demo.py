@@ -21,13 +21,13 @@ def readme_cluster_commands() -> list[str]:
     return [c for c in cmds if c and not c.startswith(("export ", "make "))]
 
 
-def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
+def test_demo_runs_three_browser_tasks_then_the_hybrid_deploy_check_twice(tmp_path: Path) -> None:
     state = tmp_path / "demo-cluster"
     env = {**os.environ, "WALLESTARS_DEMO_DIR": str(state),
            "PYTHONPATH": f"{REPO / 'hack'}:{REPO}"}  # fmt: skip
     try:
         out = subprocess.run([sys.executable, str(REPO / "hack" / "demo.py")], env=env,
-                             capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+                             capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
         # Then what the README tells the user to try on the cluster the demo leaves up.
         user = {**os.environ, "KUBECONFIG": str(state / "admin.kubeconfig"),
                 "PATH": f"{localcluster.bin_dirs()['helm']}:{os.environ['PATH']}"}  # fmt: skip
@@ -53,3 +53,8 @@ def test_demo_runs_three_browser_tasks_to_succeeded(tmp_path: Path) -> None:
     assert len(running) == 4, out.stdout
     completed = [r for r in rows if r and r[0].startswith(tuple(phases)) and "Completed" in r]
     assert len(completed) == 3, out.stdout
+    # It ends with the hybrid example, twice: no baseline the first time, then the visual
+    # regression against the first run's screenshot passes.
+    assert "the first run Succeeded" in out.stdout and "the second run Succeeded" in out.stdout
+    assert "visual regression: Skipped (when was false" in out.stdout
+    assert re.search(r'visual regression against .*"diffRatio": 0\.0,.*"passed": true', out.stdout)
