@@ -154,13 +154,16 @@ def free_port() -> int:
 
 @dataclass
 class EgressProxy:
-    """smokescreen as a child process for the lifetime of one attempt."""
+    """smokescreen as a child process for the lifetime of one attempt (or of the
+    operator's notifier)."""
 
     policy: NetworkPolicy
     workdir: Path
     extra_deny: Sequence[str] = ()
     resolvers: Sequence[str] = ()
     port: int = 0
+    # A long-lived proxy (the operator's, for notifications) keeps only its last lines.
+    log_limit: int | None = None
     proc: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
@@ -196,6 +199,8 @@ class EgressProxy:
         assert self.proc is not None and self.proc.stdout is not None
         async for line in self.proc.stdout:
             self.log.append(line.decode(errors="replace").rstrip())
+            if self.log_limit is not None and len(self.log) > 2 * self.log_limit:
+                del self.log[: -self.log_limit]
 
     async def _wait_listening(self) -> None:
         loop = asyncio.get_running_loop()

@@ -51,6 +51,25 @@ class Settings(BaseSettings):
     # certificate signed by it (wallestars_api/tls.py).
     client_ca_cert_file: Path | None = None
     client_ca_key_file: Path | None = None
+    # Notifications (spec.notify; docs/notifications.md). They leave through smokescreen:
+    # private, loopback and link-local addresses are refused unless allowed here
+    # (comma-separated CIDRs, and IP or IP:port addresses).
+    notify_allow_private_cidrs: str = ""
+    notify_allow_private_addresses: str = ""
+    notify_max_age_seconds: float = Field(86400.0, gt=0)  # how long a delivery is retried
+    notify_timeout_seconds: float = Field(10.0, gt=0)
+    # The default sink: every task and workflow of the listed namespaces (all if empty),
+    # signed with a Secret in the operator's own namespace (lease_namespace).
+    notify_sink_url: str = ""
+    notify_sink_secret: str = ""
+    notify_sink_secret_key: str = "secret"  # noqa: S105 (the name of a key in that Secret)
+    notify_sink_namespaces: str = ""
+    notify_sink_on: str = ""  # phases, comma-separated; empty: the terminal ones
+    notify_sink_format: str = "standard"
     metrics_port: int = 9090
     liveness_port: int = 8081
     log_level: str = "INFO"
+
+
+def csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())

@@ -25,16 +25,19 @@ from wallestars_api.resources import GROUP, VERSION
 from wallestars_sdk.keys import parse_master_keys
 
 from wallestars_operator import metrics
-from wallestars_operator.config import Settings
+from wallestars_operator.config import Settings, csv
 from wallestars_operator.kube import Kube
 from wallestars_operator.leader import Leader
 from wallestars_operator.manifests import AttemptConfig
+from wallestars_operator.notify.deliveries import DEFAULT_ON, Sink
+from wallestars_operator.notify.sender import Notifier, NotifyConfig
 from wallestars_operator.ratelimit import TokenBucket
 from wallestars_operator.reconcile import Reconciler
 from wallestars_operator.state import State
 
 log = logging.getLogger("wallestars.operator")
 STATE = State()
+NOTIFIER: Notifier | None = None
 MANAGED = {"app.kubernetes.io/managed-by": "wallestars-operator"}
 _tasks: list[asyncio.Task[None]] = []
 _closers: list[Any] = []
@@ -43,7 +46,7 @@ _metrics_server: list[Any] = []
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global STATE
+    global STATE, NOTIFIER
     s = Settings()
     # A fresh cache on every kopf run (__main__ runs kopf again after a transient API
     # error): what was deleted meanwhile must not linger, and the wake-up Event belongs
@@ -80,7 +83,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             s.callback_base_url,
             s.job_ttl_seconds,
             browser_image=s.browser_image,
-            deny_cidrs=tuple(c.strip() for c in s.deny_cidrs.split(",") if c.strip()),
+            deny_cidrs=csv(s.deny_cidrs),
             allow_plain_http=s.insecure_development_allow_plain_http,
             secret_cache_seconds=s.secret_cache_seconds,
             health_probe_seconds=s.health_probe_seconds,
@@ -131,6 +134,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             # passes use at most about half the loop however many tasks are cached.
             await asyncio.sleep(min(max(took, 0.002), 0.5))
 
+    NOTIFIER = Notifier(kube, rec.cloud.secret_value, notify_config(s), lambda: leader.acting)
+    _closers.append(NOTIFIER)
+    _tasks.append(asyncio.create_task(NOTIFIER.run()))
     _tasks.append(asyncio.create_task(leader.run()))
     _tasks.append(asyncio.create_task(loop()))
     # What exists now (modules, kopf, pydantic models: ~90,000 objects) lives as long as
@@ -139,6 +145,23 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # out (the p99 of created -> dispatched, bench/RESULTS.md).
     gc.collect()
     gc.freeze()
+
+
+def notify_config(s: Settings) -> NotifyConfig:
+    sink = None
+    if s.notify_sink_url:
+        sink = Sink(s.notify_sink_url, s.lease_namespace, s.notify_sink_secret,
+                    s.notify_sink_secret_key, frozenset(csv(s.notify_sink_namespaces)),
+                    frozenset(csv(s.notify_sink_on) or DEFAULT_ON), s.notify_sink_format)  # fmt: skip
+    return NotifyConfig(
+        sink=sink,
+        max_age_seconds=s.notify_max_age_seconds,
+        timeout_seconds=s.notify_timeout_seconds,
+        allow_plain_http=s.insecure_development_allow_plain_http,
+        allow_private_cidrs=csv(s.notify_allow_private_cidrs),
+        allow_private_addresses=csv(s.notify_allow_private_addresses),
+        deny_cidrs=csv(s.deny_cidrs),
+    )
 
 
 @kopf.on.cleanup()
@@ -175,6 +198,8 @@ def login(settings: kopf.OperatorSettings, **kw: Any) -> kopf.ConnectionInfo | N
 # the caches and the loop's wake-up Event belong to the event loop's thread.
 @kopf.on.event(GROUP, VERSION, "agenttasks")
 async def task_event(event: kopf.RawEvent, **_: Any) -> None:
+    if NOTIFIER is not None:  # before the cache slims a finished task: its result is sent
+        NOTIFIER.observe("AgentTask", event)
     STATE.observe("tasks", event)
 
 
@@ -185,6 +210,8 @@ async def agent_event(event: kopf.RawEvent, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, "agentworkflows")
 async def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
+    if NOTIFIER is not None:
+        NOTIFIER.observe("AgentWorkflow", event)
     STATE.observe("workflows", event)
 
 

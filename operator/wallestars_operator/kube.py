@@ -42,6 +42,20 @@ class Kube:
                 return None
             raise
 
+    async def patch_notifications(
+        self, plural: str, ns: str, name: str, records: list[dict[str, Any]]
+    ) -> bool:
+        """status.notifications alone, unguarded: the notifier is its only writer and
+        holds every record it writes; False if the object is gone."""
+        path = f"/apis/{API_VERSION}/namespaces/{ns}/{plural}/{name}/status"
+        try:
+            await self.c.request("PATCH", path, {"status": {"notifications": records}}, MERGE_PATCH)
+        except ApiError as e:
+            if e.code == 404:
+                return False
+            raise
+        return True
+
     async def patch_task_status(
         self, obj: Mapping[str, Any], status: Mapping[str, Any]
     ) -> dict[str, Any] | None:

@@ -75,3 +75,15 @@ STEP_START_DELAY = Histogram(
 SCHEDULED_RUNS = Counter(
     "wallestars_scheduled_runs", "Runs AgentSchedules created (by kind) or skipped.", ["event"]
 )
+NOTIFICATIONS = Counter(
+    "wallestars_notifications_total",
+    "Notification POSTs, by outcome (delivered, retrying, gave_up, refused).",
+    ["outcome"],
+)
+NOTIFY_BACKLOG = Gauge(
+    "wallestars_notifications_backlog", "Notifications due or being sent (all receivers)."
+)
+NOTIFY_DELAY = Histogram(
+    "wallestars_notification_delivery_seconds", "From a transition to its notification's delivery.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)  # fmt: skip

@@ -1,0 +1,322 @@
+"""The notifier at the edge: objects in from the watches, signed POSTs out through the
+egress proxy, delivery records back into status.
+
+Every receiver (a URL's origin) has its own bounded queue and a few workers: a receiver
+that is down or slow holds up only its own deliveries. A delivery that finds its queue
+full stays due and is queued on a later pass; nothing is dropped. Only the replica that
+holds the Lease sends. Notifications leave through smokescreen, as the browser's pages
+do (wallestars_browser.egress): loopback, private, link-local and metadata addresses are
+refused after DNS resolution unless the installation allows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from wallestars_api.kubeclient import ApiError
+from wallestars_api.lifecycle import parse_ts
+from wallestars_api.objects import without_bookkeeping
+from wallestars_api.resources import AGENTTASKS, AGENTWORKFLOWS
+from wallestars_browser.egress import EgressProxy, NetworkPolicy
+from wallestars_sdk.keys import KeyError_, decode_key
+
+from wallestars_operator import metrics
+from wallestars_operator.kube import Kube
+from wallestars_operator.notify import deliveries as d
+from wallestars_operator.notify import messages
+
+log = logging.getLogger("wallestars.operator.notify")
+ObjKey = tuple[str, str, str]  # (kind, namespace, name)
+SecretValue = Callable[[str, str, str], Awaitable[str | None]]
+QUEUE_SIZE = 256
+WORKERS_PER_RECEIVER = 4
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    sink: d.Sink | None = None
+    max_age_seconds: float = 86400.0
+    timeout_seconds: float = 10.0
+    allow_plain_http: bool = False
+    allow_private_cidrs: tuple[str, ...] = ()
+    allow_private_addresses: tuple[str, ...] = ()
+    deny_cidrs: tuple[str, ...] = ()  # the cluster's ranges
+
+
+@dataclass
+class Receiver:
+    queue: asyncio.Queue[tuple[ObjKey, d.Due]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Notifier:
+    def __init__(self, kube: Kube, secret_value: SecretValue, cfg: NotifyConfig,
+                 acting: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
+        self.kube, self.secret_value, self.cfg, self.acting = kube, secret_value, cfg, acting
+        self.objects: dict[ObjKey, dict[str, Any]] = {}
+        self.recs: dict[ObjKey, dict[d.Key, dict[str, Any]]] = {}
+        self.inflight: set[tuple[ObjKey, d.Key]] = set()
+        self.receivers: dict[str, Receiver] = {}
+        self.writing: set[ObjKey] = set()
+        self.rewrite: set[ObjKey] = set()
+        self.wake = asyncio.Event()
+        self.proxy: EgressProxy | None = None
+        self.proxy_lock = asyncio.Lock()
+        self.workdir = tempfile.TemporaryDirectory(prefix="wallestars-notify-")
+        self.session: aiohttp.ClientSession | None = None
+        self.background: set[asyncio.Task[None]] = set()
+
+    # --- in: the watches ---------------------------------------------------------------
+
+    def observe(self, kind: str, event: Mapping[str, Any]) -> None:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if not meta.get("name"):
+            return
+        k = (kind, meta.get("namespace", ""), meta["name"])
+        if event.get("type") == "DELETED" or not d.receivers(obj, self.cfg.sink):
+            self.objects.pop(k, None)
+            self.recs.pop(k, None)
+            return
+        seen = self.objects.get(k)
+        if seen is not None and seen["metadata"].get("uid") != meta.get("uid"):
+            self.recs.pop(k, None)  # deleted and made again under the same name
+        self.objects[k] = without_bookkeeping(obj)
+        observed = d.records(obj)
+        mine = self.recs.setdefault(k, observed)
+        for key, r in observed.items():  # our own later writes win over what lags behind
+            if int(r.get("attempts", 0)) > int(mine.get(key, {}).get("attempts", 0)):
+                mine[key] = r
+        self.wake.set()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            nxt = None
+            if self.acting():
+                try:
+                    nxt = self.tick(datetime.now(UTC))
+                except Exception:
+                    log.exception("notification pass failed")
+            wait = 1.0
+            if nxt is not None:
+                wait = max(0.05, min(wait, (nxt - datetime.now(UTC)).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=wait)
+
+    def tick(self, now: datetime) -> datetime | None:
+        """Queue what is due; forget what is settled; when the next retry falls due."""
+        soonest: datetime | None = None
+        for k, obj in list(self.objects.items()):
+            recs = self.recs.setdefault(k, {})
+            if d.settled(k[0], obj, self.cfg.sink, recs) and not self.busy(k):
+                del self.objects[k]
+                self.recs.pop(k, None)
+                continue
+            due, nxt = d.due(k[0], obj, self.cfg.sink, recs, now, self.cfg.max_age_seconds)
+            if nxt is not None:
+                soonest = nxt if soonest is None else min(soonest, nxt)
+            for item in due:
+                dk = (k, (item.receiver.index, item.transition.id))
+                if dk in self.inflight:
+                    continue
+                r = self.receiver(item.receiver.url)
+                if r.queue.full():
+                    continue  # still due: queued on a later pass
+                self.inflight.add(dk)
+                r.queue.put_nowait((k, item))
+        metrics.NOTIFY_BACKLOG.set(len(self.inflight))
+        return soonest
+
+    def busy(self, k: ObjKey) -> bool:
+        return k in self.writing or k in self.rewrite or any(x[0] == k for x in self.inflight)
+
+    def receiver(self, url: str) -> Receiver:
+        u = urlsplit(url)
+        origin = f"{u.scheme}://{u.netloc}"
+        r = self.receivers.get(origin)
+        if r is None:
+            r = self.receivers[origin] = Receiver()
+            r.workers = [asyncio.create_task(self.work(r)) for _ in range(WORKERS_PER_RECEIVER)]
+        return r
+
+    async def work(self, r: Receiver) -> None:
+        while True:
+            k, item = await r.queue.get()
+            try:
+                await self.deliver(k, item)
+            except Exception:
+                log.exception("notification %s/%s failed", k[1], k[2])
+            finally:
+                self.inflight.discard((k, (item.receiver.index, item.transition.id)))
+                self.wake.set()
+
+    # --- one delivery --------------------------------------------------------------------
+
+    async def deliver(self, k: ObjKey, item: d.Due) -> None:
+        obj = self.objects.get(k)
+        if obj is None or not self.acting():
+            return
+        rc, tr = item.receiver, item.transition
+        key = (rc.index, tr.id)
+        wid = messages.webhook_id(obj["metadata"]["uid"], rc.index, tr.id)
+        out = await self.post(k, obj, rc, tr, wid)
+        now = datetime.now(UTC)
+        before = self.recs.get(k, {}).get(key)
+        rec = d.after(before, rc, tr, wid, out, now, random.random(), self.cfg.max_age_seconds)  # noqa: S311
+        if k not in self.objects:
+            return  # deleted meanwhile
+        self.recs.setdefault(k, {})[key] = rec
+        if rec.get("deliveredTime"):
+            metrics.NOTIFICATIONS.labels("delivered").inc()
+            happened = parse_ts(tr.time)
+            if happened is not None:
+                metrics.NOTIFY_DELAY.observe(max(0.0, (now - happened).total_seconds()))
+        elif rec.get("gaveUpTime"):
+            metrics.NOTIFICATIONS.labels("refused" if out.refused else "gave_up").inc()
+            log.warning("%s %s/%s: notification to %s given up: %s", k[0], k[1], k[2],
+                        rc.url, rec.get("lastError") or rec.get("lastStatus"))  # fmt: skip
+        else:
+            metrics.NOTIFICATIONS.labels("retrying").inc()
+        self.write(k)
+
+    async def post(self, k: ObjKey, obj: Mapping[str, Any], rc: d.Receiver,
+                   tr: Any, wid: str) -> d.Outcome:  # fmt: skip
+        if d.plain_http_refused([rc], self.cfg.allow_plain_http):
+            return d.Outcome(None, "plain http is refused: notification URLs must be https", True)
+        try:
+            value = await self.secret_value(rc.secret_namespace, rc.secret_name, rc.secret_key)
+        except Exception as e:  # missing, not opted in, or unreadable now: tried again later
+            return d.Outcome(None, f"signing secret: {e}")
+        if value is None:
+            return d.Outcome(
+                None, f"Secret {rc.secret_namespace}/{rc.secret_name} has no key {rc.secret_key}"
+            )
+        try:
+            key = decode_key(value)
+        except KeyError_ as e:
+            return d.Outcome(None, f"Secret {rc.secret_namespace}/{rc.secret_name}: {e}")
+        body = (
+            messages.plan_body(obj, tr)
+            if rc.format == "plan"
+            else messages.standard_body(k[0], obj, tr)
+        )
+        raw = messages.encode(body)
+        status = obj.get("status") or {}
+        hdrs = messages.headers(
+            rc.format, key, wid, int(time.time()), raw, str(status.get("agent", ""))
+        )
+        proxy = await self.egress()
+        session = self.http()
+        host = urlsplit(rc.url).hostname or ""
+        try:
+            async with session.post(rc.url, data=raw, headers=hdrs, proxy=proxy.url,
+                                    allow_redirects=False) as r:  # fmt: skip
+                if r.status == 407 and (why := self.denied(host)):
+                    return d.Outcome(None, f"refused by the egress policy: {why}", True)
+                text = (await r.content.read(512)).decode(errors="replace")
+                return d.Outcome(r.status, "" if r.status < 300 else text.strip()[:512])
+        except aiohttp.ClientHttpProxyError as e:
+            if e.status in (403, 407):
+                why = self.denied(host) or e.message
+                return d.Outcome(None, f"refused by the egress policy: {why}", True)
+            return d.Outcome(None, f"proxy: {e.status} {e.message}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return d.Outcome(None, f"{type(e).__name__}: {e}"[:512])
+
+    def denied(self, host: str) -> str:
+        """smokescreen's reason for refusing ``host`` most recently, if it did."""
+        if self.proxy is None:
+            return ""
+        for den in reversed(self.proxy.denials()):
+            if den.host.rsplit(":", 1)[0].strip("[]") == host.strip("[]"):
+                return f"{den.host}: {den.reason}"
+        return ""
+
+    async def egress(self) -> EgressProxy:
+        async with self.proxy_lock:
+            if self.proxy is None or (
+                self.proxy.proc is not None and self.proxy.proc.returncode is not None
+            ):
+                policy = NetworkPolicy(allow_private_cidrs=list(self.cfg.allow_private_cidrs),
+                                       allow_private_addresses=list(self.cfg.allow_private_addresses))  # fmt: skip
+                proxy = EgressProxy(
+                    policy, Path(self.workdir.name), self.cfg.deny_cidrs, log_limit=2000
+                )
+                await proxy.__aenter__()
+                await proxy.ready()
+                self.proxy = proxy
+            return self.proxy
+
+    def http(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_seconds),
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=WORKERS_PER_RECEIVER * 2),
+            )
+        return self.session
+
+    # --- records back into status ---------------------------------------------------------
+
+    def write(self, k: ObjKey) -> None:
+        """Write the object's records; one write in flight per object, the last state wins."""
+        if k in self.writing:
+            self.rewrite.add(k)
+            return
+        self.writing.add(k)
+        t = asyncio.create_task(self._write(k))
+        self.background.add(t)
+        t.add_done_callback(self.background.discard)
+
+    async def _write(self, k: ObjKey) -> None:
+        kind, ns, name = k
+        plural = AGENTWORKFLOWS if kind == "AgentWorkflow" else AGENTTASKS
+        try:
+            while True:
+                self.rewrite.discard(k)
+                recs = self.recs.get(k)
+                if recs is None:
+                    return
+                try:
+                    if not await self.kube.patch_notifications(plural, ns, name, d.as_status(recs)):
+                        self.objects.pop(k, None)
+                        self.recs.pop(k, None)
+                        return
+                except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                    log.warning("%s %s/%s: notification records not written (%s); again in 1s",
+                                kind, ns, name, e)  # fmt: skip
+                    await asyncio.sleep(1.0)
+                    self.rewrite.add(k)
+                if k not in self.rewrite:
+                    return
+        finally:
+            self.writing.discard(k)
+            self.wake.set()
+
+    async def close(self) -> None:
+        for r in self.receivers.values():
+            for w in r.workers:
+                w.cancel()
+        if self.background:
+            await asyncio.wait(list(self.background), timeout=5)
+        if self.session is not None:
+            await self.session.close()
+        if self.proxy is not None:
+            await self.proxy.__aexit__(None, None, None)
+        self.workdir.cleanup()
