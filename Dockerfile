@@ -10,6 +10,16 @@
 # tests/integration/test_chart_render.py keeps the entry points, user and Python version
 # in agreement with the chart and pyproject.toml.
 ARG PYTHON_BASE=python:3.11-slim-bookworm
+ARG GO_BASE=golang:1.26.8-bookworm
+
+# smokescreen: the operator's notifications leave through it, as the browser's pages do
+# (the same pinned build module as agent_images/Dockerfile.browser and the tests).
+FROM ${GO_BASE} AS smokescreen
+WORKDIR /build
+COPY hack/gobuild/smokescreen/ ./
+ENV GOFLAGS="-mod=readonly -trimpath -buildvcs=false" GOSUMDB=off CGO_ENABLED=0 GOTOOLCHAIN=local
+RUN go build -ldflags "-s -w" -o /out/smokescreen github.com/stripe/smokescreen
+
 FROM ${PYTHON_BASE}
 ARG APP_UID=10001
 RUN groupadd --gid ${APP_UID} app \
@@ -19,9 +29,11 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY webhooks/ webhooks/
 COPY agent_images/ agent_images/
+COPY --from=smokescreen /out/smokescreen /usr/local/bin/smokescreen
 RUN pip install --no-cache-dir --disable-pip-version-check . \
  && python -c "import wallestars_operator, wallestars_webhooks"
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV WALLESTARS_SMOKESCREEN=/usr/local/bin/smokescreen \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 USER ${APP_UID}:${APP_UID}

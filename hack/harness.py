@@ -365,6 +365,8 @@ def launch_operator(
         "WALLESTARS_CALLBACK_GRACE_SECONDS": "2",
         # The test functions listen on loopback over plain http.
         "WALLESTARS_INSECURE_DEVELOPMENT_ALLOW_PLAIN_HTTP": "true",
+        # Notifications leave through it (the chart's image has it on its PATH).
+        "WALLESTARS_SMOKESCREEN": str(localcluster.bin_dirs()["smokescreen"] / "smokescreen"),
         **env,
     }
     log = tmp / f"operator-{uuid.uuid4().hex[:6]}.log"

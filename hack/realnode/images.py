@@ -238,8 +238,9 @@ IMAGES = {
     "agents": Image(
         "agents",
         "Dockerfile",
-        ("pyproject.toml", "README.md", "operator", "webhooks", "agent_images"),
-        {"PYTHON_BASE": "python"},
+        ("pyproject.toml", "README.md", "operator", "webhooks", "agent_images",
+         "hack/gobuild/smokescreen"),
+        {"PYTHON_BASE": "python", "GO_BASE": "go"},
     ),
     "browser-agent": Image(
         "browser-agent",

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     notify_sink_secret: str = ""
     notify_sink_secret_key: str = "secret"  # noqa: S105 (the name of a key in that Secret)
     notify_sink_namespaces: str = ""
-    notify_sink_on: str = ""  # phases, comma-separated; empty: the terminal ones
+    notify_sink_phases: str = ""  # phases, comma-separated; empty: the terminal ones
     notify_sink_format: str = "standard"
     metrics_port: int = 9090
     liveness_port: int = 8081

@@ -152,7 +152,7 @@ def notify_config(s: Settings) -> NotifyConfig:
     if s.notify_sink_url:
         sink = Sink(s.notify_sink_url, s.lease_namespace, s.notify_sink_secret,
                     s.notify_sink_secret_key, frozenset(csv(s.notify_sink_namespaces)),
-                    frozenset(csv(s.notify_sink_on) or DEFAULT_ON), s.notify_sink_format)  # fmt: skip
+                    frozenset(csv(s.notify_sink_phases) or DEFAULT_ON), s.notify_sink_format)  # fmt: skip
     return NotifyConfig(
         sink=sink,
         max_age_seconds=s.notify_max_age_seconds,

@@ -53,7 +53,7 @@ def test_transitions_come_from_status_with_one_id_per_attempt() -> None:
 
 
 def test_due_lists_each_listed_transition_until_delivered_or_given_up() -> None:
-    t = task(notify=[{"url": "https://a/h", "secretRef": {"name": "s"}, "on": ["Running", "Succeeded"]},
+    t = task(notify=[{"url": "https://a/h", "secretRef": {"name": "s"}, "phases": ["Running", "Succeeded"]},
                      {"url": "https://b/h", "secretRef": {"name": "s"}}])  # fmt: skip
     due, nxt = d.due("AgentTask", t, None, {}, NOW, 86400)
     assert [(x.receiver.index, x.transition.id) for x in due] == [

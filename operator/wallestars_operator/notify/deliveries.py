@@ -32,7 +32,7 @@ class Receiver:
     secret_namespace: str
     secret_name: str
     secret_key: str
-    on: frozenset[str]
+    phases: frozenset[str]
     format: str = "standard"
 
 
@@ -45,7 +45,7 @@ class Sink:
     secret_name: str
     secret_key: str
     namespaces: frozenset[str]  # empty: every namespace
-    on: frozenset[str] = frozenset(DEFAULT_ON)
+    phases: frozenset[str] = frozenset(DEFAULT_ON)
     format: str = "standard"
 
 
@@ -55,11 +55,11 @@ def receivers(obj: Mapping[str, Any], sink: Sink | None) -> list[Receiver]:
     for i, n in enumerate((obj.get("spec") or {}).get("notify") or []):
         ref = n.get("secretRef") or {}
         out.append(Receiver(i, str(n["url"]), meta["namespace"], str(ref.get("name", "")),
-                            str(ref.get("key", "secret")), frozenset(n.get("on") or DEFAULT_ON),
+                            str(ref.get("key", "secret")), frozenset(n.get("phases") or DEFAULT_ON),
                             str(n.get("format", "standard"))))  # fmt: skip
     if sink is not None and (not sink.namespaces or meta["namespace"] in sink.namespaces):
         out.append(Receiver(SINK, sink.url, sink.secret_namespace, sink.secret_name,
-                            sink.secret_key, sink.on, sink.format))  # fmt: skip
+                            sink.secret_key, sink.phases, sink.format))  # fmt: skip
     return out
 
 
@@ -95,7 +95,7 @@ def due(kind: str, obj: Mapping[str, Any], sink: Sink | None, recs: Mapping[Key,
     trs = transitions(kind, obj)
     for rc in receivers(obj, sink):
         for tr in trs:
-            if tr.phase not in rc.on:
+            if tr.phase not in rc.phases:
                 continue
             rec = recs.get((rc.index, tr.id))
             if finished(rec):
@@ -127,7 +127,7 @@ def settled(kind: str, obj: Mapping[str, Any], sink: Sink | None,
     if not done:
         return False
     return all(finished(recs.get((rc.index, tr.id)))
-               for rc in receivers(obj, sink) for tr in transitions(kind, obj) if tr.phase in rc.on)  # fmt: skip
+               for rc in receivers(obj, sink) for tr in transitions(kind, obj) if tr.phase in rc.phases)  # fmt: skip
 
 
 @dataclass(frozen=True)
