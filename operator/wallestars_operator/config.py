@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # (comma-separated CIDRs, and IP or IP:port addresses).
     notify_allow_private_cidrs: str = ""
     notify_allow_private_addresses: str = ""
+    notify_resolvers: str = ""  # DNS servers (IP:port) for the proxy; empty: the system's
     notify_max_age_seconds: float = Field(86400.0, gt=0)  # how long a delivery is retried
     notify_timeout_seconds: float = Field(10.0, gt=0)
     # The default sink: every task and workflow of the listed namespaces (all if empty),

@@ -161,6 +161,7 @@ def notify_config(s: Settings) -> NotifyConfig:
         allow_private_cidrs=csv(s.notify_allow_private_cidrs),
         allow_private_addresses=csv(s.notify_allow_private_addresses),
         deny_cidrs=csv(s.deny_cidrs),
+        resolvers=csv(s.notify_resolvers),
     )
 
 

@@ -53,6 +53,7 @@ class NotifyConfig:
     allow_private_cidrs: tuple[str, ...] = ()
     allow_private_addresses: tuple[str, ...] = ()
     deny_cidrs: tuple[str, ...] = ()  # the cluster's ranges
+    resolvers: tuple[str, ...] = ()  # DNS servers for smokescreen; empty: the system's
 
 
 @dataclass
@@ -228,15 +229,19 @@ class Notifier:
         try:
             async with session.post(rc.url, data=raw, headers=hdrs, proxy=proxy.url,
                                     allow_redirects=False) as r:  # fmt: skip
-                if r.status == 407 and (why := self.denied(host)):
-                    return d.Outcome(None, f"refused by the egress policy: {why}", True)
+                # smokescreen marks its own answers (and strips the header from upstream ones).
+                if proxy_error := r.headers.get("X-Smokescreen-Error"):
+                    if r.status == 407:
+                        why = self.denied(host) or proxy_error
+                        return d.Outcome(None, f"refused by the egress policy: {why}", True)
+                    return d.Outcome(None, f"egress proxy: {proxy_error}"[:512])
                 text = (await r.content.read(512)).decode(errors="replace")
                 return d.Outcome(r.status, "" if r.status < 300 else text.strip()[:512])
         except aiohttp.ClientHttpProxyError as e:
             if e.status in (403, 407):
                 why = self.denied(host) or e.message
                 return d.Outcome(None, f"refused by the egress policy: {why}", True)
-            return d.Outcome(None, f"proxy: {e.status} {e.message}")
+            return d.Outcome(None, f"egress proxy: {e.status} {e.message}")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return d.Outcome(None, f"{type(e).__name__}: {e}"[:512])
 
@@ -256,9 +261,8 @@ class Notifier:
             ):
                 policy = NetworkPolicy(allow_private_cidrs=list(self.cfg.allow_private_cidrs),
                                        allow_private_addresses=list(self.cfg.allow_private_addresses))  # fmt: skip
-                proxy = EgressProxy(
-                    policy, Path(self.workdir.name), self.cfg.deny_cidrs, log_limit=2000
-                )
+                proxy = EgressProxy(policy, Path(self.workdir.name), self.cfg.deny_cidrs,
+                                    self.cfg.resolvers, log_limit=2000)  # fmt: skip
                 await proxy.__aenter__()
                 await proxy.ready()
                 self.proxy = proxy
