@@ -288,6 +288,7 @@ class Env:
 def bench_environment(
     dir_name: str, ns: str, agent: Callable[[Kubectl], list[subprocess.Popen[bytes]]],
     qps: float, burst: int, audit: bool = False, real_node: bool = False,
+    operator_env: dict[str, str] | None = None,
 ) -> Iterator[Env]:  # fmt: skip
     """A fresh control plane in .cluster/<dir_name> with the CRDs, the chart's RBAC, the
     webhook service, the Agent(s) ``agent`` sets up in ``ns``, and the operator; pods on
@@ -307,7 +308,8 @@ def bench_environment(
         extra = agent(Kubectl(cluster.kubeconfig, ns))
         procs.extend(extra)
         op = start_operator(cluster, Path(tempfile.mkdtemp()), masters, svc.url,
-                            WALLESTARS_API_QPS=str(qps), WALLESTARS_API_BURST=str(burst))  # fmt: skip
+                            WALLESTARS_API_QPS=str(qps), WALLESTARS_API_BURST=str(burst),
+                            **(operator_env or {}))  # fmt: skip
         procs.append(op)
         # Load starts once the operator is past start-up: its first pass comes a second
         # after it is live (the watches list what exists first), and tasks created in that
