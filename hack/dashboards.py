@@ -88,6 +88,12 @@ OVERVIEW: list[Panel] = [
      quantiles("wallestars_workflow_step_start_delay_seconds")),
     ("Scheduled runs by kind (and skipped)", "short", "timeseries",
      [("{{event}}", f"sum by (event) (rate(wallestars_scheduled_runs_total[{RI}])) * 60")]),
+    ("Notifications per minute by outcome", "short", "timeseries",
+     [("{{outcome}}", f"sum by (outcome) (rate(wallestars_notifications_total[{RI}])) * 60")]),
+    ("Notifications backlog (due or being sent)", "short", "timeseries",
+     [("backlog", "sum(wallestars_notifications_backlog)")]),
+    ("Notification delivery (transition to 2xx)", "s", "timeseries",
+     quantiles("wallestars_notification_delivery_seconds")),
 ]  # fmt: skip
 
 AGENT = '{agent=~"$agent"}'

@@ -34,6 +34,7 @@ class Check:
 # (pattern of a documented command, how it is checked). First match wins.
 CHECKS: list[tuple[str, Check]] = [
     (r"\.venv/bin/python bench/cluster_startup\.py", Check("smoke", "--runs 1")),
+    (r"\.venv/bin/python bench/notifications\.py", Check("smoke", "--rate 10 --seconds 2")),
     (
         r"\.venv/bin/python bench/workflows\.py",
         Check("smoke", "--chain 3 --width 5 --schedules 2 --minutes 1"),
