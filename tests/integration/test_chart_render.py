@@ -27,6 +27,9 @@ ALL_ON = [
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
     "--set", "metrics.prometheusRule.enabled=true", "--set", "networkPolicies.browserNamespaces={team-a,team-b}",
     "--set", "networkPolicies.callbackNamespaces={functions}", "--set", "apiPriority.enabled=true",
+    "--set", "notifications.defaultSink.url=https://events.example.com/w",
+    "--set", "notifications.defaultSink.secretName=feed", "--set", "notifications.defaultSink.namespaces={shop}",
+    "--set", "notifications.allowPrivateCIDRs={10.20.0.0/16}",
 ]  # fmt: skip
 
 
@@ -74,6 +77,9 @@ BAD_VALUES = [
         "/operator/insecureDevelopmentAllowPlainHTTP",
     ),
     ("networkPolicies.apiServer.cidrs={10.0.0.1}", "/networkPolicies/apiServer/cidrs/0"),
+    ("notifications.defaultSink.url=http://events", "/notifications/defaultSink/url"),  # https only
+    ("notifications.defaultSink.phases={Done}", "/notifications/defaultSink/phases/0"),
+    ("notifications.timeoutSeconds=0", "/notifications/timeoutSeconds"),
     ("networkPolicies.apiServer.ports={0}", "/networkPolicies/apiServer/ports/0"),
     # An egress rule without peers would allow every destination.
     ("networkPolicies.operatorEgress[0].ports[0].port=443", "/networkPolicies/operatorEgress/0"),
@@ -90,6 +96,29 @@ def test_values_schema_refuses_bad_values_and_says_where(value: str, where: str)
     assert out.returncode != 0, f"{value} was accepted"
     assert "values don't meet the specifications of the schema" in out.stderr
     assert where in out.stderr, out.stderr
+
+
+def test_notification_values_reach_the_operator() -> None:
+    (dep,) = [
+        d
+        for d in of_kind(rendered(*ALL_ON), "Deployment")
+        if d["metadata"]["name"].endswith("operator")
+    ]
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["WALLESTARS_NOTIFY_SINK_URL"] == "https://events.example.com/w"
+    assert env["WALLESTARS_NOTIFY_SINK_SECRET"] == "feed"
+    assert env["WALLESTARS_NOTIFY_SINK_NAMESPACES"] == "shop"
+    assert env["WALLESTARS_NOTIFY_ALLOW_PRIVATE_CIDRS"] == "10.20.0.0/16"
+    assert env["WALLESTARS_NOTIFY_MAX_AGE_SECONDS"] == "86400"
+    (dep,) = [
+        d for d in of_kind(rendered(), "Deployment") if d["metadata"]["name"].endswith("operator")
+    ]
+    names = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "WALLESTARS_NOTIFY_SINK_URL" not in names  # no sink unless one is named
+    out = helm("template", "x", str(CHART), "--set", "notifications.defaultSink.url=https://e/w")
+    assert out.returncode != 0 and "notifications.defaultSink.secretName is required" in out.stderr
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:
