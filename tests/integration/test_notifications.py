@@ -21,6 +21,7 @@ import localcluster
 import pytest
 from aiohttp import web
 from harness import (
+    SYSTEM_NS,
     Kubectl,
     WebhookService,
     credential_secret,
@@ -283,3 +284,36 @@ def test_a_secret_that_did_not_opt_in_is_not_used_and_the_delivery_waits(
     finally:
         op.stop()
     assert len(receiver.got) == 1
+
+
+def test_the_default_sink_gets_every_task_of_its_namespaces(
+    cluster: localcluster.Cluster, webhook_service: WebhookService, kubectl: Kubectl,
+    receiver: Receiver, world: egress_suite.World, tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
+    """notifications.defaultSink: tasks without spec.notify in the listed namespace are
+    notified to the sink (receiver -1), signed with the Secret in the operator's own
+    namespace; a task in another namespace is not."""
+    system = Kubectl(cluster.kubeconfig, SYSTEM_NS)
+    system.run("delete", "secret", "feed", "--ignore-not-found")
+    credential_secret(system, "feed", secret=SECRET)
+    other = f"{kubectl.namespace}-other"
+    Kubectl(cluster.kubeconfig)("create", "namespace", other)
+    receiver.up()
+    env = {**operator_env(receiver, world), "WALLESTARS_NOTIFY_SINK_URL": receiver.url,
+           "WALLESTARS_NOTIFY_SINK_SECRET": "feed", "WALLESTARS_NOTIFY_SINK_PHASES": "Queued",
+           "WALLESTARS_NOTIFY_SINK_NAMESPACES": kubectl.namespace or ""}  # fmt: skip
+    op = start_operator(cluster, tmp_path_factory.mktemp("op"), webhook_service.masters,
+                        webhook_service.url, **env)  # fmt: skip
+    try:
+        create_task(kubectl, "fed", "nobody", "succeed", [])
+        create_task(Kubectl(cluster.kubeconfig, other), "unfed", "nobody", "succeed", [])
+        rec = wait_for("the sink's delivery", lambda: next(
+            (r for r in records(kubectl, "fed") if r.get("deliveredTime")), None), timeout=60)  # fmt: skip
+        time.sleep(3)  # time enough for a wrong delivery of the other namespace's task
+    finally:
+        op.stop()
+        Kubectl(cluster.kubeconfig)("delete", "namespace", other, "--wait=false")
+    assert rec["receiver"] == -1 and rec["transition"] == "Queued"
+    [(headers, raw)] = receiver.got
+    body = Webhook(SECRET).verify(raw, headers)
+    assert body["type"] == "agenttask.queued" and body["data"]["name"] == "fed"
