@@ -46,13 +46,15 @@ class ApiError(Exception):
     """The API server answered with an error status."""
 
     def __init__(
-        self, code: int, reason: str, message: str, retry_after: float | None = None
-    ) -> None:
+        self, code: int, reason: str, message: str, retry_after: float | None = None,
+        causes: list[dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(f"{code} {reason}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
         self.retry_after = retry_after  # seconds the server asked for (429, 503)
+        self.causes = causes or []  # the Status's details.causes: {field, reason, message}
 
 
 class KubeClient:
@@ -127,11 +129,15 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
         accept: str = "application/json",
+        token: str | None = None,
     ) -> dict[str, Any]:
+        """One request, as this client's identity, or with ``token`` as the person whose
+        token it is (the console acts for its user, never with its own rights)."""
         if self._limiter is not None:
             await self._limiter.take()
         self.calls += 1
-        headers = {"Accept": accept, **self._auth()}
+        auth = {"Authorization": f"Bearer {token}"} if token is not None else self._auth()
+        headers = {"Accept": accept, **auth}
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":"))
@@ -144,12 +150,14 @@ class KubeClient:
                 # What the server asked for goes to the caller, whose write waits it out
                 # (client-go's reading: that request, not every request, is held).
                 asked = retry_after_seconds(r.status, r.headers.get("Retry-After"))
+                causes: list[dict[str, Any]] = []
                 try:
                     st = json.loads(raw)
                     reason, message = str(st.get("reason", "")), str(st.get("message", ""))
+                    causes = list((st.get("details") or {}).get("causes") or [])
                 except (ValueError, AttributeError):
                     reason, message = "", raw[:500].decode("utf-8", "replace")
-                raise ApiError(r.status, reason, message, asked)
+                raise ApiError(r.status, reason, message, asked, causes)
             result: dict[str, Any] = json.loads(raw) if raw else {}
             return result
 

@@ -1,0 +1,29 @@
+"""`wallestars-console`: the console and the application API."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from wallestars_api import logs
+from wallestars_api.kubeclient import KubeClient
+
+from wallestars_console.api import make_app
+from wallestars_console.apiserver import anonymous_client
+from wallestars_console.config import Settings
+
+log = logging.getLogger("wallestars.console")
+
+
+def main() -> None:
+    s = Settings()
+    logs.setup(s.log_level)
+    client: KubeClient = anonymous_client(s.kubeconfig)
+    # Open event streams do not hold a stop for a minute (aiohttp's default).
+    web.run_app(
+        make_app(client), host=s.host, port=s.port, access_log=None, print=None, shutdown_timeout=5
+    )
+
+
+if __name__ == "__main__":
+    main()

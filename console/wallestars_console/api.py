@@ -1,0 +1,326 @@
+"""The application API: REST over AgentTasks and Agents, live updates over Server-Sent
+Events and WebSocket, an OpenAPI document.
+
+Every request acts as its caller: the bearer token it brings is forwarded to the API
+server with each call (list, get, create, watch), so Kubernetes RBAC decides what the
+caller sees and does, never this service's own rights (it has none over AgentTasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from wallestars_api.kubeclient import ApiError, KubeClient
+from wallestars_api.resources import API_VERSION
+
+from wallestars_console import tasks as t
+from wallestars_console.openapi import document
+
+log = logging.getLogger("wallestars.console.api")
+K8S_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+TERMINAL = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled"})
+WS_TOKEN_PROTOCOL = "base64url.bearer.authorization.k8s.io."  # noqa: S105 (a prefix, as the API server takes it)
+MAX_BODY = 256 * 1024
+CLIENT_KEY = web.AppKey("kube", KubeClient)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, reason: str, message: str, field: str = "", **extra: Any) -> web.Response:
+    err: dict[str, Any] = {"code": status, "reason": reason, "message": message, "fields": []}
+    if field:
+        err["fields"] = [{"field": field, "reason": "FieldValueInvalid", "message": message}]
+    return web.json_response({"error": err | extra}, status=status)
+
+
+def token_of(request: web.Request) -> str | None:
+    """The caller's bearer token: the Authorization header, or (a browser's WebSocket,
+    which cannot set headers) the subprotocol Kubernetes itself accepts."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer ") and len(auth) < 16384:
+        return auth.removeprefix("Bearer ").strip() or None
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(WS_TOKEN_PROTOCOL):
+            raw = proto.removeprefix(WS_TOKEN_PROTOCOL)
+            try:
+                return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode() or None
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None
+
+
+def from_api_error(e: ApiError) -> web.Response:
+    """The API server's answer, passed on in the request's terms; never a 5xx of ours
+    for the caller's mistake."""
+    status = e.code if 400 <= e.code < 600 else 502
+    if status in (401, 403):
+        reason = "Unauthorized" if status == 401 else "Forbidden"
+        return web.json_response(t.refusal(status, reason, e.message, []), status=status)
+    if status >= 500:  # the API server's trouble, not ours: say so, ask to retry
+        body = t.refusal(503, "ApiServerUnavailable", e.message, [])
+        return web.json_response(body, status=503, headers={"Retry-After": "2"})
+    return web.json_response(t.refusal(status, e.reason, e.message, e.causes), status=status)
+
+
+def tasks_path(ns: str, name: str = "") -> str:
+    return f"/apis/{API_VERSION}/namespaces/{ns}/agenttasks" + (f"/{name}" if name else "")
+
+
+def agents_path(ns: str) -> str:
+    return f"/apis/{API_VERSION}/namespaces/{ns}/agents"
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except ApiError as e:
+        return from_api_error(e)
+    except t.BadRequest as e:
+        return problem(400, "BadRequest", str(e), e.field)
+    except (aiohttp.ClientError, TimeoutError) as e:
+        log.warning("API server unreachable: %s", e)
+        return problem(
+            503, "ApiServerUnavailable", "the Kubernetes API server did not answer; try again"
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(
+            500, "InternalError", "the console failed; nothing was changed by this request"
+        )
+
+
+def authenticated(fn: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if token_of(request) is None:
+            return web.json_response(
+                t.refusal(401, "Unauthorized", "send Authorization: Bearer <a token the Kubernetes API server accepts>", []),
+                status=401, headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        return await fn(request)
+
+    return wrapped
+
+
+def kube(request: web.Request) -> KubeClient:
+    return request.app[CLIENT_KEY]
+
+
+@authenticated
+async def create_task(request: web.Request) -> web.StreamResponse:
+    ns = request.match_info["namespace"]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return problem(413, "TooLarge", f"the body is limited to {MAX_BODY} bytes")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return problem(400, "BadRequest", "the body is not JSON")
+    manifest = t.to_task(body)
+    created = await kube(request).request("POST", tasks_path(ns), manifest, token=token_of(request))
+    return web.json_response(t.view(created), status=201,
+                             headers={"Location": f"/api/v1/namespaces/{ns}/tasks/{created['metadata']['name']}"})  # fmt: skip
+
+
+@authenticated
+async def get_task(request: web.Request) -> web.StreamResponse:
+    m = request.match_info
+    obj = await kube(request).request(
+        "GET", tasks_path(m["namespace"], m["name"]), token=token_of(request)
+    )
+    return web.json_response(t.view(obj))
+
+
+@authenticated
+async def list_tasks(request: web.Request) -> web.StreamResponse:
+    ns = request.match_info["namespace"]
+    params = t.selectors(request.query)
+    out = await kube(request).request("GET", tasks_path(ns), params=params, token=token_of(request))
+    meta = out.get("metadata") or {}
+    return web.json_response({"items": [t.view(o) for o in out.get("items") or []],
+                              "continue": meta.get("continue", ""),
+                              "remaining": meta.get("remainingItemCount")})  # fmt: skip
+
+
+@authenticated
+async def act_on_task(request: web.Request) -> web.StreamResponse:
+    """cancel, suspend, resume: the spec's own switches, patched as the caller."""
+    m = request.match_info
+    patch = {"cancel": {"spec": {"cancel": True}}, "suspend": {"spec": {"suspend": True}},
+             "resume": {"spec": {"suspend": False}}}[m["action"]]  # fmt: skip
+    obj = await kube(request).request("PATCH", tasks_path(m["namespace"], m["name"]), patch,
+                                      "application/merge-patch+json", token=token_of(request))  # fmt: skip
+    return web.json_response(t.view(obj))
+
+
+@authenticated
+async def list_agents(request: web.Request) -> web.StreamResponse:
+    ns = request.match_info["namespace"]
+    out = await kube(request).request("GET", agents_path(ns), token=token_of(request))
+    return web.json_response({"items": [t.agent_view(o) for o in out.get("items") or []]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+# --- live updates ---------------------------------------------------------------------------
+
+
+async def updates(
+    client: KubeClient, token: str, ns: str
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The plan's events for one namespace, from watches made with the caller's token:
+    ``agent:status``, ``task:update``, and ``task:<id>:complete`` once a task finishes."""
+    queue: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue(1000)
+
+    async def follow(path: str, kind: str) -> None:
+        rv = ""
+        try:
+            while True:
+                listing = await client.request("GET", path, token=token, params={"limit": "500"})
+                rv = (listing.get("metadata") or {}).get("resourceVersion", "")
+                for o in listing.get("items") or []:
+                    await emit(kind, o)
+                with contextlib.suppress(aiohttp.ClientPayloadError, TimeoutError):
+                    async for ev in watch(client, path, token, rv):
+                        if ev.get("type") in ("ADDED", "MODIFIED"):
+                            await emit(kind, ev["object"])
+                        elif ev.get("type") == "ERROR":
+                            break  # 410 Gone and friends: list again
+        except Exception as e:  # handed to the reader, who ends the stream with it
+            await queue.put(e)
+
+    async def emit(kind: str, o: dict[str, Any]) -> None:
+        if kind == "agent":
+            await queue.put(("agent:status", t.agent_view(o)))
+            return
+        v = t.view(o)
+        await queue.put(("task:update", v))
+        if v["status"] in TERMINAL:
+            await queue.put((f"task:{v['id']}:complete", v))
+
+    workers = [asyncio.create_task(follow(tasks_path(ns), "task")),
+               asyncio.create_task(follow(agents_path(ns), "agent"))]  # fmt: skip
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def watch(
+    client: KubeClient, path: str, token: str, rv: str
+) -> AsyncIterator[dict[str, Any]]:
+    params = {
+        "watch": "1",
+        "resourceVersion": rv,
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": "300",
+    }
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with client.session.get(client.server + path, params=params, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}) as r:  # fmt: skip
+        if r.status >= 400:
+            raw = await r.read()
+            try:
+                st = json.loads(raw)
+                raise ApiError(r.status, str(st.get("reason", "")), str(st.get("message", "")))
+            except ValueError:
+                raise ApiError(r.status, "", raw[:300].decode(errors="replace")) from None
+        async for line in r.content:
+            if line.strip():
+                yield json.loads(line)
+
+
+async def check_read(client: KubeClient, token: str, ns: str) -> None:
+    """Before a stream opens: may the caller list tasks there? (ApiError if not.)"""
+    await client.request("GET", tasks_path(ns), params={"limit": "1"}, token=token)
+
+
+@authenticated
+async def sse(request: web.Request) -> web.StreamResponse:
+    ns = request.match_info["namespace"]
+    token = token_of(request)
+    assert token is not None
+    await check_read(kube(request), token, ns)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})  # fmt: skip
+    await resp.prepare(request)
+    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+        async for event, data in updates(kube(request), token, ns):
+            await resp.write(
+                f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+            )
+    return resp
+
+
+@authenticated
+async def websocket(request: web.Request) -> web.StreamResponse:
+    ns = request.query.get("namespace", "")
+    if not re.fullmatch(K8S_NAME, ns):
+        return problem(
+            400, "BadRequest", "namespace= (a namespace you may read) is required", "namespace"
+        )
+    token = token_of(request)
+    assert token is not None
+    await check_read(kube(request), token, ns)
+    offered = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    ws = web.WebSocketResponse(protocols=[p for p in offered if p == "wallestars.v1"], heartbeat=30)
+    await ws.prepare(request)
+    try:
+        async for event, data in updates(kube(request), token, ns):
+            if ws.closed:
+                break
+            await ws.send_json({"event": event, "data": data})
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    except ApiError as e:
+        await ws.close(code=4000 + min(e.code, 999), message=e.message[:100].encode())
+    finally:
+        await ws.close()
+    return ws
+
+
+def routes(app: web.Application) -> None:
+    ns = "/api/v1/namespaces/{namespace:" + K8S_NAME + "}"
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_post(ns + "/tasks", create_task)
+    app.router.add_get(ns + "/tasks", list_tasks)
+    app.router.add_get(ns + "/tasks/{name:" + K8S_NAME + "}", get_task)
+    app.router.add_post(
+        ns + "/tasks/{name:" + K8S_NAME + "}/{action:cancel|suspend|resume}", act_on_task
+    )
+    app.router.add_get(ns + "/agents", list_agents)
+    app.router.add_get(ns + "/events", sse)
+    app.router.add_get("/api/v1/ws", websocket)
+
+
+def make_app(client: KubeClient) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app[CLIENT_KEY] = client
+    routes(app)
+
+    async def close(_: web.Application) -> None:
+        await client.close()
+
+    app.on_cleanup.append(close)
+    return app

@@ -1,0 +1,19 @@
+"""The console's settings, from WALLESTARS_CONSOLE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLESTARS_CONSOLE_", extra="ignore")
+
+    host: str = "0.0.0.0"  # noqa: S104 (its pod's own address)
+    port: int = 8080
+    # The API server: in a pod, its own (the service account's CA; never its token for
+    # the caller's requests); elsewhere a kubeconfig, whose credentials are not used
+    # for the callers' requests either.
+    kubeconfig: Path | None = None
+    log_level: str = "INFO"
