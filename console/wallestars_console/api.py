@@ -175,6 +175,10 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 # --- live updates ---------------------------------------------------------------------------
 
 
@@ -302,6 +306,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 def routes(app: web.Application) -> None:
     ns = "/api/v1/namespaces/{namespace:" + K8S_NAME + "}"
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_post(ns + "/tasks", create_task)
     app.router.add_get(ns + "/tasks", list_tasks)

@@ -29,7 +29,7 @@ ALL_ON = [
     "--set", "networkPolicies.callbackNamespaces={functions}", "--set", "apiPriority.enabled=true",
     "--set", "notifications.defaultSink.url=https://events.example.com/w",
     "--set", "notifications.defaultSink.secretName=feed", "--set", "notifications.defaultSink.namespaces={shop}",
-    "--set", "notifications.allowPrivateCIDRs={10.20.0.0/16}",
+    "--set", "notifications.allowPrivateCIDRs={10.20.0.0/16}", "--set", "console.enabled=true",
 ]  # fmt: skip
 
 
@@ -121,11 +121,25 @@ def test_notification_values_reach_the_operator() -> None:
     assert out.returncode != 0 and "notifications.defaultSink.secretName is required" in out.stderr
 
 
+def test_the_console_is_off_by_default_and_has_no_rights_of_its_own() -> None:
+    assert not [d for d in rendered() if "console" in d["metadata"]["name"]]
+    docs = rendered(*ALL_ON)
+    (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("console")]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["wallestars-console"]
+    sa = pod["serviceAccountName"]
+    bound = [b for b in of_kind(docs, "RoleBinding") + of_kind(docs, "ClusterRoleBinding")
+             if any(s.get("name") == sa for s in b.get("subjects") or [])]  # fmt: skip
+    assert bound == []  # callers' tokens only
+    (np,) = [d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("console")]
+    assert np["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+
+
 def test_every_pod_meets_pod_security_restricted() -> None:
     docs = rendered(*ALL_ON)
     pods = [d["spec"]["template"]["spec"] for d in of_kind(docs, "Deployment")]
     pods += [d["spec"] for d in of_kind(docs, "Pod")]  # the helm test hook
-    assert len(pods) == 3
+    assert len(pods) == 4  # operator, webhooks, console, the helm test
     for spec in pods:
         psc = spec["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault"
