@@ -1,5 +1,5 @@
-# The service image: the operator and the webhook service, one distribution with two
-# entry points (the chart's Deployments choose one by `command`). Non-root, and it runs
+# The service image: the operator, the webhook service and the console, one distribution
+# with three entry points (the chart's Deployments choose one by `command`). Non-root, and it runs
 # with a read-only root filesystem.
 #
 #   docker build -t ghcr.io/wallestars/agents:0.1.0 .
@@ -29,9 +29,10 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY webhooks/ webhooks/
 COPY agent_images/ agent_images/
+COPY console/ console/
 COPY --from=smokescreen /out/smokescreen /usr/local/bin/smokescreen
 RUN pip install --no-cache-dir --disable-pip-version-check . \
- && python -c "import wallestars_operator, wallestars_webhooks"
+ && python -c "import wallestars_operator, wallestars_webhooks, wallestars_console"
 ENV WALLESTARS_SMOKESCREEN=/usr/local/bin/smokescreen \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -238,7 +238,7 @@ IMAGES = {
     "agents": Image(
         "agents",
         "Dockerfile",
-        ("pyproject.toml", "README.md", "operator", "webhooks", "agent_images",
+        ("pyproject.toml", "README.md", "operator", "webhooks", "agent_images", "console",
          "hack/gobuild/smokescreen"),
         {"PYTHON_BASE": "python", "GO_BASE": "go"},
     ),

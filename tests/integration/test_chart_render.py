@@ -423,12 +423,13 @@ def test_recommended_labels_on_every_object() -> None:
 # --- images -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("component", ["operator", "webhooks"])
+@pytest.mark.parametrize("component", ["operator", "webhooks", "console"])
 def test_dockerfile_agrees_with_the_chart(component: str) -> None:
-    """One image (the repository's Dockerfile) serves both Deployments: each names one of
+    """One image (the repository's Dockerfile) serves the three Deployments: each names one of
     its entry points as its command, runs as its user, from the same image."""
     text = (REPO / "Dockerfile").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert f"COPY {component}/ {component}/" in text  # its source is in the image
     command = values[component]["command"]
     assert command == [f"wallestars-{component}"]
     scripts = (REPO / "pyproject.toml").read_text()
@@ -436,7 +437,9 @@ def test_dockerfile_agrees_with_the_chart(component: str) -> None:
     assert f"wallestars_{component}" in text  # the build checks it imports
     assert "ARG APP_UID=10001" in text and "USER ${APP_UID}" in text
     (dep,) = [
-        d for d in of_kind(rendered(), "Deployment") if d["metadata"]["name"].endswith(component)
+        d
+        for d in of_kind(rendered(*ALL_ON), "Deployment")
+        if d["metadata"]["name"].endswith(component)
     ]
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 10001
