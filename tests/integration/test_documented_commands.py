@@ -36,6 +36,10 @@ CHECKS: list[tuple[str, Check]] = [
     (r"\.venv/bin/python bench/cluster_startup\.py", Check("smoke", "--runs 1")),
     (r"\.venv/bin/python bench/notifications\.py", Check("smoke", "--rate 10 --seconds 2")),
     (
+        r"\.venv/bin/python bench/console_api\.py",
+        Check("smoke", "--tasks 120 --runs 2 --clients 3 --rate 5 --seconds 2"),
+    ),
+    (
         r"\.venv/bin/python bench/workflows\.py",
         Check("smoke", "--chain 3 --width 5 --schedules 2 --minutes 1"),
     ),
