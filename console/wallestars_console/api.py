@@ -14,7 +14,9 @@ import binascii
 import contextlib
 import json
 import logging
+import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,7 +26,9 @@ from wallestars_api.kubeclient import ApiError, KubeClient
 from wallestars_api.resources import API_VERSION
 
 from wallestars_console import tasks as t
+from wallestars_console.config import Settings
 from wallestars_console.openapi import document
+from wallestars_console.sessions import SEALER, Sealer, session_of
 
 log = logging.getLogger("wallestars.console.api")
 K8S_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -102,9 +106,24 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+def caller_token(request: web.Request) -> str | None:
+    """A token sent with the request, or the signed-in person's (the console's pages call
+    the API with their session cookie; a change made so must carry X-CSRF-Token)."""
+    given = token_of(request)
+    if given is not None:
+        return given
+    if (s := session_of(request)) is not None:
+        if request.method not in ("GET", "HEAD") and not request.app[SEALER].csrf_ok(
+            s, request.headers.get("X-CSRF-Token")
+        ):
+            return None
+        return s.token
+    return None
+
+
 def authenticated(fn: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        if token_of(request) is None:
+        if caller_token(request) is None:
             return web.json_response(
                 t.refusal(401, "Unauthorized", "send Authorization: Bearer <a token the Kubernetes API server accepts>", []),
                 status=401, headers={"WWW-Authenticate": "Bearer"},
@@ -128,7 +147,9 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     except (ValueError, UnicodeDecodeError):
         return problem(400, "BadRequest", "the body is not JSON")
     manifest = t.to_task(body)
-    created = await kube(request).request("POST", tasks_path(ns), manifest, token=token_of(request))
+    created = await kube(request).request(
+        "POST", tasks_path(ns), manifest, token=caller_token(request)
+    )
     return web.json_response(t.view(created), status=201,
                              headers={"Location": f"/api/v1/namespaces/{ns}/tasks/{created['metadata']['name']}"})  # fmt: skip
 
@@ -137,7 +158,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
 async def get_task(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     obj = await kube(request).request(
-        "GET", tasks_path(m["namespace"], m["name"]), token=token_of(request)
+        "GET", tasks_path(m["namespace"], m["name"]), token=caller_token(request)
     )
     return web.json_response(t.view(obj))
 
@@ -146,7 +167,9 @@ async def get_task(request: web.Request) -> web.StreamResponse:
 async def list_tasks(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
     params = t.selectors(request.query)
-    out = await kube(request).request("GET", tasks_path(ns), params=params, token=token_of(request))
+    out = await kube(request).request(
+        "GET", tasks_path(ns), params=params, token=caller_token(request)
+    )
     meta = out.get("metadata") or {}
     return web.json_response({"items": [t.view(o) for o in out.get("items") or []],
                               "continue": meta.get("continue", ""),
@@ -160,14 +183,14 @@ async def act_on_task(request: web.Request) -> web.StreamResponse:
     patch = {"cancel": {"spec": {"cancel": True}}, "suspend": {"spec": {"suspend": True}},
              "resume": {"spec": {"suspend": False}}}[m["action"]]  # fmt: skip
     obj = await kube(request).request("PATCH", tasks_path(m["namespace"], m["name"]), patch,
-                                      "application/merge-patch+json", token=token_of(request))  # fmt: skip
+                                      "application/merge-patch+json", token=caller_token(request))  # fmt: skip
     return web.json_response(t.view(obj))
 
 
 @authenticated
 async def list_agents(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
-    out = await kube(request).request("GET", agents_path(ns), token=token_of(request))
+    out = await kube(request).request("GET", agents_path(ns), token=caller_token(request))
     return web.json_response({"items": [t.agent_view(o) for o in out.get("items") or []]})
 
 
@@ -261,7 +284,7 @@ async def check_read(client: KubeClient, token: str, ns: str) -> None:
 @authenticated
 async def sse(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
-    token = token_of(request)
+    token = caller_token(request)
     assert token is not None
     await check_read(kube(request), token, ns)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -282,7 +305,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return problem(
             400, "BadRequest", "namespace= (a namespace you may read) is required", "namespace"
         )
-    token = token_of(request)
+    token = caller_token(request)
     assert token is not None
     await check_read(kube(request), token, ns)
     offered = [
@@ -319,10 +342,21 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/ws", websocket)
 
 
-def make_app(client: KubeClient) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+def make_app(client: KubeClient, settings: Settings | None = None) -> web.Application:
+    """The API, and the pages (ui.py) on the same port."""
+    from wallestars_console import ui
+
+    s = settings or Settings()
+    app = web.Application(middlewares=[ui.security_headers, errors], client_max_size=MAX_BODY)
     app[CLIENT_KEY] = client
+    app[ui.KUBE] = client
+    key = s.session_key_file.read_bytes().strip() if s.session_key_file else os.urandom(32)
+    app[SEALER] = Sealer(key, s.session_max_age_seconds)
+    app[ui.ARTIFACTS] = s.artifacts_url
+    app[ui.ARTIFACT_SSL] = (ssl.create_default_context(cafile=str(s.artifacts_ca_file))
+                            if s.artifacts_ca_file else None)  # fmt: skip
     routes(app)
+    ui.routes(app)
 
     async def close(_: web.Application) -> None:
         await client.close()

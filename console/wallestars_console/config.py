@@ -16,4 +16,12 @@ class Settings(BaseSettings):
     # the caller's requests); elsewhere a kubeconfig, whose credentials are not used
     # for the callers' requests either.
     kubeconfig: Path | None = None
+    # The key that seals sign-in cookies (32+ bytes; the chart makes one and keeps it
+    # across upgrades). Unset: a new random key per process (one replica; a restart
+    # signs everybody out).
+    session_key_file: Path | None = None
+    session_max_age_seconds: float = 8 * 3600
+    # The webhook service, as the console reaches it, for artifacts (and its CA).
+    artifacts_url: str = ""
+    artifacts_ca_file: Path | None = None
     log_level: str = "INFO"
