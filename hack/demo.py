@@ -64,7 +64,7 @@ def main() -> int:
     try:
         print("helm install wallestars charts/wallestars-agents (our images) ...", flush=True)
         release = helmlocal.install(cluster, browser_namespaces=(NS,), reachable=((NODE_IP, port),),
-                                    function_namespaces=(FUNCTIONS_NS,))  # fmt: skip
+                                    function_namespaces=(FUNCTIONS_NS,), console=True)  # fmt: skip
         k = Kubectl(cluster.kubeconfig, NS)
         print(f"$ kubectl -n {release.namespace} get pods -o wide")
         print(Kubectl(cluster.kubeconfig, release.namespace)("get", "pods", "-o", "wide"))
@@ -116,6 +116,7 @@ def main() -> int:
         print(f"webhook service at {shot['uri']} to whoever may read the task;")
         print(f"a copy is in {saved}\n")
         deploy_check(cluster, release, k, site_url)
+        console_access(cluster, release, k)
         print(f"The cluster and the release keep running: export KUBECONFIG={cluster.kubeconfig}")
         print("  helm -n wallestars-system status wallestars     make down stops everything")
         return 0
@@ -157,6 +158,24 @@ def deploy_check(
             )
         else:
             print(f"visual regression: {visual['phase']} ({visual.get('message', '')})\n")
+
+
+def console_access(cluster: localcluster.Cluster, release: helmlocal.Release, k: Kubectl) -> None:
+    """Where the console is, and a token to sign in with: a ServiceAccount of the demo
+    namespace with the edit role there (the console acts with it, and only with it)."""
+    system = Kubectl(cluster.kubeconfig, release.namespace)
+    system("rollout", "status", f"deployment/{release.name}-console", "--timeout=180s")
+    ip = system.json("get", "service", f"{release.name}-console")["spec"]["clusterIP"]
+    k.run("create", "serviceaccount", "demo-user", check=False)
+    k.run("create", "rolebinding", "demo-user-edit", "--clusterrole=edit",
+          f"--serviceaccount={NS}:demo-user", check=False)  # fmt: skip
+    token = k("create", "token", "demo-user", "--duration=8h").strip()
+    print(f"The console and its API are at http://{ip}/ (the Service, from this machine). A")
+    print("browser keeps the sign-in cookie (Secure) on https or localhost only, so open it with")
+    print(f"  kubectl -n {release.namespace} port-forward svc/{release.name}-console 8088:80")
+    print(f"then http://localhost:8088/ui/ and sign in as {NS}:demo-user with this token (8 hours;")
+    print(f"it may do what the edit role allows in {NS}):")
+    print(f"CONSOLE_TOKEN={token}\n")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ def _quiet(f: Any) -> bool:
 def install(
     cluster: localcluster.Cluster, name: str = "wallestars", namespace: str = "wallestars-system",
     browser_namespaces: tuple[str, ...] = (), reachable: tuple[tuple[str, int], ...] = (),
-    function_namespaces: tuple[str, ...] = (),
+    function_namespaces: tuple[str, ...] = (), console: bool = False,
 ) -> Release:  # fmt: skip
     """Install the chart (CRDs included, from its crds/) into a Pod Security `restricted`
     namespace and wait until both services answer. On a real node, with our images
@@ -263,6 +263,8 @@ def install(
         )  # fmt: skip
     else:
         values = local_values(list(browser_namespaces))
+    if console:
+        values["console"] = {"enabled": True}
     rel = Release(name, namespace, cluster.kubeconfig, values)
     t0 = time.monotonic()
     rel.install()

@@ -6,7 +6,8 @@ payload.data.behaviour (and payload.data.out, returned as result.data.out): succ
 fail (always), silent (never call back), refuse (answer 500 to the invocation),
 slow (call back success after 8 s), duplicate (the success sent twice, the same signed
 message: a network or SDK retry), reorder (the success, then a progress callback that
-arrives after it). An `api-test` task runs the built-in cloud handler
+arrives after it), show (progress 30 and 70 a second apart, then success with
+a small PNG artifact: what the console shows). An `api-test` task runs the built-in cloud handler
 (wallestars_cloud: the requests and assertions, as a deployed function does). GET /invocations/<task uid> says how many times the task was
 invoked; GET /invoked-at/<task uid> when (epoch seconds, each time); GET /delivered
 which attempts' final results the webhook service acknowledged (2xx), by task uid.
@@ -58,6 +59,13 @@ async def report(inv: dict[str, Any]) -> None:
             await agent.fail("Flaky", f"attempt {inv['attempt']} failed on purpose")
             return
         data = {"attempt": inv["attempt"], "type": inv["type"]}
+        if behaviour == "show":
+            for pct in (30, 70):
+                await agent.progress(pct)
+                await asyncio.sleep(1.5)
+            art = await agent.upload_artifact("screenshot.png", tiny_png(), "image/png")
+            await agent.succeed({**data, "title": "Shop"}, artifacts=[art])
+            return
         given = (inv.get("payload") or {}).get("data") or {}
         if "out" in given:  # what the task should return (workflows pass it to later steps)
             data["out"] = given["out"]
@@ -74,6 +82,25 @@ async def report(inv: dict[str, Any]) -> None:
             # A progress that lost the race with the final result: refused, changes nothing.
             with contextlib.suppress(CallbackRejected, aiohttp.ClientError, TimeoutError):
                 await agent.progress(50)
+
+
+def tiny_png(w: int = 64, h: int = 40) -> bytes:
+    """A solid blue PNG, made with the standard library (the function has no PIL)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + b"\x00\x66\xcc" * w for _ in range(h))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def invoke(request: web.Request) -> web.Response:

@@ -133,6 +133,23 @@ def test_the_console_is_off_by_default_and_has_no_rights_of_its_own() -> None:
     assert bound == []  # callers' tokens only
     (np,) = [d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("console")]
     assert np["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["WALLESTARS_CONSOLE_ARTIFACTS_URL"].startswith("https://wallestars-webhooks.")
+    assert env["WALLESTARS_CONSOLE_SESSION_KEY_FILE"] == "/etc/wallestars/console-session/key"
+    (key,) = [
+        d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("console-session")
+    ]
+    assert len(base64.b64decode(key["data"]["key"])) >= 32
+
+    # The webhook service lets the console in for artifacts, and only when it is on.
+    def webhooks_sources(d: list[dict[str, Any]]) -> list[Any]:
+        (w,) = [
+            x for x in of_kind(d, "NetworkPolicy") if x["metadata"]["name"].endswith("webhooks")
+        ]
+        return [f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                for f in w["spec"]["ingress"][0]["from"]]  # fmt: skip
+
+    assert "console" in webhooks_sources(docs) and "console" not in webhooks_sources(rendered())
 
 
 def test_every_pod_meets_pod_security_restricted() -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import localcluster
@@ -22,6 +23,22 @@ def readme_cluster_commands() -> list[str]:
     return [c for c in cmds if c and not c.startswith(("export ", "make "))]
 
 
+def console_answer(stdout: str) -> int | str:
+    """The console the demo printed, asked for the demo's tasks with the token it printed."""
+    console = re.search(r"The console and its API are at (http://[0-9.]+)/", stdout)
+    token = re.search(r"^CONSOLE_TOKEN=(\S+)$", stdout, re.M)
+    if not (console and token):
+        return "no console address or token printed"
+    req = urllib.request.Request(f"{console[1]}/api/v1/namespaces/demo/tasks",  # noqa: S310 (the demo's Service)
+                                 headers={"Authorization": f"Bearer {token[1]}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:  # noqa: S310
+            names = [t["name"] for t in json.loads(r.read())["items"]]
+            return int(r.status) if "homepage-screenshot" in names else f"tasks seen: {names}"
+    except (OSError, ValueError) as e:
+        return repr(e)
+
+
 def test_demo_runs_three_browser_tasks_then_the_hybrid_deploy_check_twice(tmp_path: Path) -> None:
     state = tmp_path / "demo-cluster"
     env = {**os.environ, "WALLESTARS_DEMO_DIR": str(state),
@@ -34,6 +51,7 @@ def test_demo_runs_three_browser_tasks_then_the_hybrid_deploy_check_twice(tmp_pa
                 "PATH": f"{localcluster.bin_dirs()['helm']}:{os.environ['PATH']}"}  # fmt: skip
         tried = {c: subprocess.run(["bash", "-c", c], env=user, capture_output=True, text=True,
                                    timeout=60, check=False) for c in readme_cluster_commands()}  # fmt: skip
+        console_tasks_seen = console_answer(out.stdout)
     finally:
         localcluster.down(state)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -59,5 +77,7 @@ def test_demo_runs_three_browser_tasks_then_the_hybrid_deploy_check_twice(tmp_pa
     assert "the first run Succeeded" in out.stdout and "the second run Succeeded" in out.stdout
     assert "visual regression: Skipped (when was false" in out.stdout
     visual = [line for line in out.stdout.splitlines() if "visual regression" in line]
+    # The console's address and a token that works there, as the person it names.
+    assert console_tasks_seen == 200, console_tasks_seen
     compared = [json.loads(v.split(": ", 1)[1]) for v in visual if "against" in v]
     assert len(compared) == 1 and compared[0]["diffRatio"] == 0 and compared[0]["passed"], visual
