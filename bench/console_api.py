@@ -176,7 +176,7 @@ def main() -> None:
         log = Path(tempfile.mkdtemp()) / "console.log"
         proc = subprocess.Popen([sys.executable, "-m", "wallestars_console"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                 env={**os.environ, "WALLESTARS_CONSOLE_KUBECONFIG": str(cluster.kubeconfig),
-                                     "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port)})  # fmt: skip
+                                     "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port), "WALLESTARS_CONSOLE_METRICS_PORT": str(free_port())})  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_for(
             "the console",

@@ -94,6 +94,12 @@ OVERVIEW: list[Panel] = [
      [("backlog", "sum(wallestars_notifications_backlog)")]),
     ("Notification delivery (transition to 2xx)", "s", "timeseries",
      quantiles("wallestars_notification_delivery_seconds")),
+    ("Console: requests by route and code", "reqps", "timeseries",
+     [("{{route}} {{code}}", f"sum by (route, code) (rate(wallestars_console_requests_total[{RI}]))")]),
+    ("Console: answer time", "s", "timeseries",
+     quantiles("wallestars_console_request_duration_seconds")),
+    ("Console: live streams open", "short", "stat",
+     [("streams", "sum(wallestars_console_streams)")]),
 ]  # fmt: skip
 
 AGENT = '{agent=~"$agent"}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from prometheus_client import start_http_server
 from wallestars_api import logs
 from wallestars_api.kubeclient import KubeClient
 
@@ -19,6 +20,8 @@ def main() -> None:
     s = Settings()
     logs.setup(s.log_level)
     client: KubeClient = anonymous_client(s.kubeconfig)
+    if s.metrics_port:
+        start_http_server(s.metrics_port)
     # Open event streams do not hold a stop for a minute (aiohttp's default).
     web.run_app(
         make_app(client), host=s.host, port=s.port, access_log=None, print=None, shutdown_timeout=5

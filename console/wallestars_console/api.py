@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from aiohttp import web
 from wallestars_api.kubeclient import ApiError, KubeClient
 from wallestars_api.resources import API_VERSION
 
+from wallestars_console import metrics
 from wallestars_console import tasks as t
 from wallestars_console.config import Settings
 from wallestars_console.openapi import document
@@ -82,6 +84,27 @@ def tasks_path(ns: str, name: str = "") -> str:
 
 def agents_path(ns: str) -> str:
     return f"/apis/{API_VERSION}/namespaces/{ns}/agents"
+
+
+@web.middleware
+async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "other"
+    )
+    t0 = time.perf_counter()
+    code = 500
+    try:
+        resp = await handler(request)
+        code = resp.status
+        return resp
+    except web.HTTPException as e:
+        code = e.status
+        raise
+    finally:
+        metrics.REQUESTS.labels(route, str(code)).inc()
+        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
 
 
 @web.middleware
@@ -313,6 +336,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ]
     ws = web.WebSocketResponse(protocols=[p for p in offered if p == "wallestars.v1"], heartbeat=30)
     await ws.prepare(request)
+    metrics.STREAMS.inc()
     try:
         async for event, data in updates(kube(request), token, ns):
             if ws.closed:
@@ -323,6 +347,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except ApiError as e:
         await ws.close(code=4000 + min(e.code, 999), message=e.message[:100].encode())
     finally:
+        metrics.STREAMS.dec()
         await ws.close()
     return ws
 
@@ -347,7 +372,9 @@ def make_app(client: KubeClient, settings: Settings | None = None) -> web.Applic
     from wallestars_console import ui
 
     s = settings or Settings()
-    app = web.Application(middlewares=[ui.security_headers, errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[measured, ui.security_headers, errors], client_max_size=MAX_BODY
+    )
     app[CLIENT_KEY] = client
     app[ui.KUBE] = client
     key = s.session_key_file.read_bytes().strip() if s.session_key_file else os.urandom(32)

@@ -12,6 +12,7 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 (its pod's own address)
     port: int = 8080
+    metrics_port: int = 9092  # Prometheus, on its own port (the chart's "metrics")
     # The API server: in a pod, its own (the service account's CA; never its token for
     # the caller's requests); elsewhere a kubeconfig, whose credentials are not used
     # for the callers' requests either.

@@ -35,7 +35,16 @@ ARTIFACTS = web.AppKey(
     "artifacts", str
 )  # the webhook service's base URL, as the console reaches it
 ARTIFACT_SSL = web.AppKey("artifact-ssl", object)
-TYPES = ("screenshot", "scrape", "e2e-test", "performance", "accessibility", "api-test", "echo", "custom")
+TYPES = (
+    "screenshot",
+    "scrape",
+    "e2e-test",
+    "performance",
+    "accessibility",
+    "api-test",
+    "echo",
+    "custom",
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 env = jinja2.Environment(

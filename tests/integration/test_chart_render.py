@@ -15,6 +15,7 @@ from typing import Any
 
 import localcluster
 import pytest
+import wallestars_console.metrics
 import wallestars_operator.metrics
 import wallestars_webhooks.metrics
 import yaml
@@ -469,8 +470,9 @@ def test_dockerfile_agrees_with_the_chart(component: str) -> None:
 
 
 def exported_names() -> set[str]:
-    """Every sample name the operator and the webhook service can export."""
+    """Every sample name the operator, the webhook service and the console can export."""
     assert wallestars_operator.metrics and wallestars_webhooks.metrics and taskmetrics
+    assert wallestars_console.metrics
     names: set[str] = set()
     for collector in list(REGISTRY._collector_to_names):
         for name in REGISTRY._collector_to_names[collector]:

@@ -79,7 +79,7 @@ def console(
     port = free_port()
     log = tmp / "console.log"
     env = {**os.environ, "WALLESTARS_CONSOLE_KUBECONFIG": str(cluster.kubeconfig),
-           "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port)}  # fmt: skip
+           "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port), "WALLESTARS_CONSOLE_METRICS_PORT": str(free_port())}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "wallestars_console"], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     c = Console(f"http://127.0.0.1:{port}", proc, log)

@@ -70,7 +70,7 @@ def world(cluster: localcluster.Cluster, webhook_service: WebhookService, functi
     log = tmp / "console.log"
     proc = subprocess.Popen([sys.executable, "-m", "wallestars_console"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "WALLESTARS_CONSOLE_KUBECONFIG": str(cluster.kubeconfig),
-                                 "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port),
+                                 "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port), "WALLESTARS_CONSOLE_METRICS_PORT": str(free_port()),
                                  "WALLESTARS_CONSOLE_ARTIFACTS_URL": webhook_service.url})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_for(

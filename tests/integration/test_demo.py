@@ -65,11 +65,11 @@ def test_demo_runs_three_browser_tasks_then_the_hybrid_deploy_check_twice(tmp_pa
         ("homepage-screenshot", "list-scrape", "signup-accessibility"), "Succeeded"
     )
     assert '"items":["Item 1"' in out.stdout and '"name":"screenshot.png"' in out.stdout
-    # On the real node: the runtime shown, the release's 2+2 pods and each task's pod
+    # On the real node: the runtime shown, the release's 2+2+1 pods and each task's pod
     # (a container of the browser image) completed.
     assert "containerd://" in out.stdout
     running = [r for r in rows if r and r[0].startswith("wallestars-") and "Running" in r]
-    assert len(running) == 4, out.stdout
+    assert len(running) == 5, out.stdout  # 2 operators, 2 webhook services, the console
     completed = [r for r in rows if r and r[0].startswith(tuple(phases)) and "Completed" in r]
     assert len(completed) == 3, out.stdout
     # It ends with the hybrid example, twice: no baseline the first time, then the visual
