@@ -23,7 +23,7 @@ from aiohttp import web
 from wallestars_api.kubeclient import ApiError, KubeClient
 from wallestars_api.resources import API_VERSION
 
-from wallestars_console import results
+from wallestars_console import graph, results
 from wallestars_console import tasks as t
 from wallestars_console.sessions import COOKIE, SEALER, Session, cookie_attributes, session_of
 
@@ -289,6 +289,36 @@ async def task_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/ui/ns/{ns}/tasks/{name}")
 
 
+@signed_in
+async def workflows(request: web.Request) -> web.StreamResponse:
+    ns = request.match_info["namespace"]
+    out = await kube(request).request("GET", f"/apis/{API_VERSION}/namespaces/{ns}/agentworkflows",
+                                      params={"limit": "200"}, token=token(request))  # fmt: skip
+    items = sorted(
+        out.get("items") or [],
+        key=lambda w: w["metadata"].get("creationTimestamp", ""),
+        reverse=True,
+    )
+    return page(request, "workflows.html", workflows=[workflow_view(w) for w in items])
+
+
+def workflow_view(wf: Mapping[str, Any]) -> dict[str, Any]:
+    st = wf.get("status") or {}
+    return {"name": wf["metadata"]["name"], "phase": st.get("phase", "Pending"), "progress": st.get("progress", ""),
+            "active": st.get("active", ""), "reason": st.get("reason", ""), "message": st.get("message", ""),
+            "createdAt": wf["metadata"].get("creationTimestamp", ""), "outputs": st.get("outputs") or {}}  # fmt: skip
+
+
+@signed_in
+async def workflow_page(request: web.Request) -> web.StreamResponse:
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    wf = await kube(request).request("GET", f"/apis/{API_VERSION}/namespaces/{ns}/agentworkflows/{name}",
+                                     token=token(request))  # fmt: skip
+    boxes, edges, width, height = graph.layout(wf)
+    return page(request, "workflow.html", wf=workflow_view(wf), boxes=boxes, edges=edges, width=width,
+                height=height, box_w=graph.BOX_W, box_h=graph.BOX_H)  # fmt: skip
+
+
 # --- submission --------------------------------------------------------------------------------
 
 FORM_FIELDS = ("name", "type", "agentRef", "priority", "url", "selector", "fullPage", "waitFor",
@@ -440,6 +470,8 @@ def routes(app: web.Application) -> None:
     r.add_get(ns + "/submit", submit_form)
     r.add_post(ns + "/submit", submit)
     r.add_get(task, task_page)
+    r.add_get(ns + "/workflows", workflows)
+    r.add_get(ns + "/workflows/{name:" + t.NAME.pattern + "}", workflow_page)
     r.add_get(task + "/results", task_results)
     r.add_post(task + "/{action:cancel|suspend|resume|again}", task_action)
     r.add_get(task + "/artifacts/{artifact:[A-Za-z0-9][A-Za-z0-9._-]{0,127}}", artifact)

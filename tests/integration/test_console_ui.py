@@ -174,6 +174,32 @@ async def test_a_person_submits_watches_opens_and_cancels_tasks(
     await expect(page.locator("#task-phase")).to_have_text("Cancelled", timeout=20000)
     spec = world["k"].json("get", "agenttask", "long")["spec"]
     assert spec["cancel"] is True
+    # A workflow, drawn as its graph, each step linking to its task.
+    step = {"agentRef": "shop-fn", "type": "custom", "payload": {"data": {"out": "x"}}}
+    world["k"].apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentWorkflow", "metadata": {"name": "flow"},
+                      "spec": {"steps": [{"name": "first", "template": step},
+                                         {"name": "left", "dependsOn": ["first"], "template": step},
+                                         {"name": "right", "dependsOn": ["first"], "template": step}]}})  # fmt: skip
+    wait_for(
+        "the workflow",
+        lambda: (
+            (world["k"].json("get", "agentworkflow", "flow").get("status") or {}).get("phase")
+            == "Succeeded"
+        ),
+        timeout=60,
+    )
+    await page.get_by_role("link", name="Workflows").click()
+    await page.get_by_role("link", name="flow", exact=True).click()
+    graph = page.get_by_role("group", name="The steps of flow")
+    await expect(graph).to_be_visible()
+    assert (
+        await page.locator("svg a.node").count() == 3
+        and await page.locator("svg line.edge").count() == 2
+    )
+    await expect(page.locator("svg")).to_contain_text("Succeeded")
+    await shot(page, world, "workflow")
+    await page.locator("svg a.node", has_text="left").click()
+    await expect(page.get_by_role("heading", name="flow-left")).to_be_visible()
 
 
 async def test_a_reader_sees_but_cannot_act_and_forms_need_the_session(
@@ -222,7 +248,7 @@ async def test_the_consoles_own_pages_have_no_serious_accessibility_violations(
     port = base.rsplit(":", 1)[1]
     found: dict[str, Any] = {}
     for path in ("/ui/login", f"/ui/ns/{ns}/tasks", f"/ui/ns/{ns}/agents", f"/ui/ns/{ns}/submit",
-                 f"/ui/ns/{ns}/tasks/homepage"):  # fmt: skip
+                 f"/ui/ns/{ns}/tasks/homepage", f"/ui/ns/{ns}/workflows", f"/ui/ns/{ns}/workflows/flow"):  # fmt: skip
         payload = {"url": base + path, "standard": "wcag21aa", "thresholds": {"moderate": 100, "minor": 100},
                    "cookies": [{"name": "wallestars_session", "value": cookie["value"]}]}  # fmt: skip
         attempt = Attempt(RunnerSettings(task_type="accessibility", payload=json.dumps(payload),

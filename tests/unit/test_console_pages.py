@@ -148,3 +148,36 @@ def test_a_scrape_table_lines_up_lists_and_single_values() -> None:
         [["a", "T"], ["b", ""]],
     )
     assert results.table(None) == ([], [])
+
+
+def test_a_workflow_is_drawn_in_layers_by_its_dependencies() -> None:
+    from wallestars_console.graph import BOX_W, GAP_X, layers, layout
+
+    steps = [{"name": "health"}, {"name": "e2e", "dependsOn": ["health"]}, {"name": "shot", "dependsOn": ["health"]},
+             {"name": "visual", "dependsOn": ["e2e", "shot"]}]  # fmt: skip
+    assert layers(steps) == {"health": 0, "e2e": 1, "shot": 1, "visual": 2}
+    cyc = layers([{"name": "a", "dependsOn": ["b"]}, {"name": "b", "dependsOn": ["a"]}])
+    assert set(cyc) == {"a", "b"} and all(0 <= d <= 2 for d in cyc.values())  # drawn, not looping
+    wf = {"metadata": {"name": "w"}, "spec": {"steps": steps},
+          "status": {"phase": "Running", "steps": [{"name": "health", "phase": "Succeeded", "task": "w-health-1"},
+                                                   {"name": "e2e", "phase": "Running", "task": "w-e2e-1"}]}}  # fmt: skip
+    boxes, edges, width, height = layout(wf)
+    by = {b.name: b for b in boxes}
+    assert (
+        by["e2e"].x == by["shot"].x == by["health"].x + BOX_W + GAP_X
+        and by["e2e"].y != by["shot"].y
+    )
+    assert (by["health"].phase, by["e2e"].phase, by["visual"].phase) == (
+        "Succeeded",
+        "Running",
+        "Pending",
+    )
+    assert len(edges) == 4 and width > 3 * BOX_W
+    html = render("workflow.html", wf={"name": "w", "phase": "Running", "progress": "1/4", "message": "",
+                                       "outputs": {}}, boxes=boxes, edges=edges, width=width, height=height,
+                  box_w=180, box_h=54)  # fmt: skip
+    assert (
+        'href="/ui/ns/shop/tasks/w-health-1"' in html
+        and html.count('marker-end="url(#arrow)"') == 4
+    )
+    assert '<title id="graph-title">The steps of w: health Succeeded, e2e Running' in html
