@@ -153,7 +153,7 @@ def test_a_scrape_table_lines_up_lists_and_single_values() -> None:
 def test_a_workflow_is_drawn_in_layers_by_its_dependencies() -> None:
     from wallestars_console.graph import BOX_W, GAP_X, layers, layout
 
-    steps = [{"name": "health"}, {"name": "e2e", "dependsOn": ["health"]}, {"name": "shot", "dependsOn": ["health"]},
+    steps: list[dict[str, Any]] = [{"name": "health"}, {"name": "e2e", "dependsOn": ["health"]}, {"name": "shot", "dependsOn": ["health"]},
              {"name": "visual", "dependsOn": ["e2e", "shot"]}]  # fmt: skip
     assert layers(steps) == {"health": 0, "e2e": 1, "shot": 1, "visual": 2}
     cyc = layers([{"name": "a", "dependsOn": ["b"]}, {"name": "b", "dependsOn": ["a"]}])
