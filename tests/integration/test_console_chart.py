@@ -33,10 +33,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     site = start_fixture_site(site_port, NODE_IP)
     forward: subprocess.Popen[str] | None = None
     try:
-        wait_for(
-            "the fixture site",
-            lambda: socket.create_connection((NODE_IP, site_port), 1).close() is None,
-        )
+        wait_for("the fixture site", lambda: listening(NODE_IP, site_port))
         release = helmlocal.install(
             cluster, browser_namespaces=(NS,), reachable=((NODE_IP, site_port),), console=True
         )
@@ -67,6 +64,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             forward.terminate()
         site.terminate()
         localcluster.down(state)
+
+
+def listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
 
 
 @pytest.fixture
