@@ -9,7 +9,9 @@ token bound to `edit` in the namespace.
 
 - list: ``--tasks`` AgentTasks in one namespace; then ``GET .../tasks?limit=50`` (the
   first page, and pages by their continue tokens) and a filtered page
-  (``?type=echo&limit=50``), 50 times each: server time p50/p99 (goal: under 1 s).
+  (``?type=echo&limit=50``), 50 times each: server time p50/p99 (goal: under 1 s); and
+  the console's task list page in Chromium, signed in: first contentful paint, 10 loads
+  (goal: under 1 s).
 - live: ``--clients`` WebSocket clients following the namespace; ``--rate`` status writes
   per second for ``--seconds`` (each a task's progress); from a write stored (its PATCH
   answered) to each client's receiving it: p50/p99 (goal p99 <= 500 ms), deliveries
@@ -83,6 +85,38 @@ async def page_times(url: str, token: str, runs: int) -> dict[str, Any]:
             filtered.append(time.perf_counter() - t0)
     return {"first_page_ms": percentiles(first, 50, 99), "next_page_ms": percentiles(later, 50, 99),
             "filtered_page_ms": percentiles(filtered, 50, 99)}  # fmt: skip
+
+
+async def first_paint(url: str, token: str, runs: int) -> dict[str, Any]:
+    """The task list page of the console in Chromium, signed in: first contentful paint."""
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/ui/login", data={"token": token, "next": "/ui/"}, allow_redirects=False
+        ) as r,
+    ):
+        cookie = r.cookies["wallestars_session"].value
+    paints: list[float] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+        )
+        ctx = await browser.new_context()
+        await ctx.add_cookies([{"name": "wallestars_session", "value": cookie, "url": url}])
+        page = await ctx.new_page()
+        for _ in range(runs):
+            await page.goto(f"{url}/ui/ns/{NS}/tasks", wait_until="load")
+            fcp = await page.evaluate(
+                "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null"
+            )
+            assert fcp is not None and await page.locator("#tasks tbody tr").count() == 50
+            paints.append(fcp / 1000)
+        await browser.close()
+    return {"first_contentful_paint_ms": percentiles(paints, 50, 99)}
 
 
 async def live(url: str, client: KubeClient, token: str, a: argparse.Namespace) -> dict[str, Any]:
@@ -192,12 +226,13 @@ def main() -> None:
             await fill(client, a.tasks)
             made = time.monotonic() - t0
             pages = await page_times(url, token, a.runs)
+            paint = await first_paint(url, token, 10)
             cpu = CpuMeter({"console": proc.pid})
             cpu.start()
             follow = await live(url, client, token, a)
             used = cpu.stop()
             await client.close()
-            return {"tasks": a.tasks, "created_in_s": round(made, 1), **pages, "live": follow,
+            return {"tasks": a.tasks, "created_in_s": round(made, 1), **pages, **paint, "live": follow,
                     "console_cpu": used, "console_memory_mb": rss_mb(proc.pid)}  # fmt: skip
 
         print(json.dumps(asyncio.run(run()), indent=2))
