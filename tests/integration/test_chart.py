@@ -27,6 +27,7 @@ import yaml
 from harness import (
     Kubectl,
     audit_events,
+    credential_secret,
     deploy_test_function,
     download,
     free_port,
@@ -438,6 +439,29 @@ def chart_rules(release: helmlocal.Release) -> list[dict[str, Any]]:
     return list(rule["spec"]["groups"])
 
 
+def test_a_notification_to_a_private_address_is_refused_in_the_operators_pod(k: Kubectl) -> None:
+    """The chart's operator sends notifications through the smokescreen in its image: a
+    receiver at a private address (not allowed by notifications.allowPrivate*) is refused
+    before any connection, and the refusal is recorded in the task's status."""
+    credential_secret(k, "hook", secret="whsec_" + base64.b64encode(b"k" * 32).decode())
+    k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": "notified"},
+             "spec": {"agentRef": "nobody", "type": "custom", "payload": {},
+                      "notify": [{"url": "https://10.255.255.1/hook", "secretRef": {"name": "hook"},
+                                  "phases": ["Queued"]}]}})  # fmt: skip
+
+    def record() -> Any:
+        recs = (k.json("get", "agenttask", "notified").get("status") or {}).get(
+            "notifications"
+        ) or []
+        return next((r for r in recs if r.get("gaveUpTime")), None)
+
+    rec = wait_for("the notification given up", record, timeout=90)
+    assert rec["lastStatus"] == "refused" and "refused by the egress policy" in rec["lastError"], (
+        rec
+    )
+    assert "10.255.255.1" in rec["lastError"]
+
+
 def test_dashboards_and_alerts_evaluate_against_prometheus(
     release: helmlocal.Release, tmp_path: Path
 ) -> None:
@@ -456,6 +480,8 @@ def test_dashboards_and_alerts_evaluate_against_prometheus(
         empty = []
         for path in sorted((helmlocal.CHART / "files" / "dashboards").glob("*.json")):
             for p in json.loads(path.read_text())["panels"]:
+                if p["title"].startswith("Console:"):
+                    continue  # not enabled in this release: test_console_chart.py checks these
                 for t in p["targets"]:
                     ans = prom.query(grafana_to_promql(t["expr"]))
                     assert ans["status"] == "success", f"{path.name} {p['title']}: {ans}"

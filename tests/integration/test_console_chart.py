@@ -7,11 +7,13 @@ person would reach it from their machine: `kubectl port-forward` to localhost.""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import helmlocal
@@ -20,6 +22,9 @@ import pytest
 from harness import Kubectl, free_port, start_fixture_site, wait_for
 from playwright.async_api import Page, async_playwright, expect
 from realnode.config import NODE_IP
+
+from tests import prometheus
+from tests.integration.test_chart import grafana_to_promql
 
 pytestmark = [pytest.mark.cluster, pytest.mark.requires("chromium")]
 NS = "console-chart"
@@ -110,3 +115,23 @@ async def test_sign_in_submit_a_screenshot_watch_it_and_see_the_image(
     img = page.get_by_role("img", name="screenshot.png of front")
     await expect(img).to_be_visible()
     assert await img.evaluate("i => i.naturalWidth") == 1280
+
+
+def test_the_consoles_dashboard_panels_have_data(world: dict[str, Any], tmp_path: Path) -> None:
+    """After that session, Prometheus scraping the console's pod (its metrics port, as the
+    chart's PodMonitor does) fills every Console panel of the overview dashboard."""
+    release = world["release"]
+    jobs = {"wallestars-console": [f"{ip}:9092" for ip in release.pod_ips("console")]}
+    assert jobs["wallestars-console"]
+    prom = prometheus.start(tmp_path / "prometheus", jobs, [])
+    try:
+        wait_for("two scrapes", lambda: any(float(r["value"][1]) >= 3 for r in
+                 prom.query("count_over_time(up[30s])")["data"]["result"]), timeout=40)  # fmt: skip
+        board = json.loads((helmlocal.CHART / "files" / "dashboards" / "overview.json").read_text())
+        console = [p for p in board["panels"] if p["title"].startswith("Console:")]
+        assert len(console) == 3
+        empty = [f"{p['title']} [{t['refId']}]" for p in console for t in p["targets"]
+                 if not prom.query(grafana_to_promql(t["expr"]))["data"]["result"]]  # fmt: skip
+        assert empty == []
+    finally:
+        prom.stop()
