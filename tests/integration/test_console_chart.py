@@ -58,12 +58,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         line = forward.stdout.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
         assert m, line
-        yield {
-            "url": f"http://localhost:{m[1]}",
-            "token": token,
-            "k": k,
-            "site": f"http://{NODE_IP}:{site_port}",
-        }
+        yield {"url": f"http://localhost:{m[1]}", "token": token, "k": k,
+               "site": f"http://{NODE_IP}:{site_port}", "release": release}  # fmt: skip
     finally:
         if forward is not None:
             forward.terminate()
