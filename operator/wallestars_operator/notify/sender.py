@@ -232,18 +232,27 @@ class Notifier:
                 # smokescreen marks its own answers (and strips the header from upstream ones).
                 if proxy_error := r.headers.get("X-Smokescreen-Error"):
                     if r.status == 407:
-                        why = self.denied(host) or proxy_error
+                        why = await self.denial(host) or proxy_error
                         return d.Outcome(None, f"refused by the egress policy: {why}", True)
                     return d.Outcome(None, f"egress proxy: {proxy_error}"[:512])
                 text = (await r.content.read(512)).decode(errors="replace")
                 return d.Outcome(r.status, "" if r.status < 300 else text.strip()[:512])
         except aiohttp.ClientHttpProxyError as e:
             if e.status in (403, 407):
-                why = self.denied(host) or e.message
+                why = await self.denial(host) or e.message
                 return d.Outcome(None, f"refused by the egress policy: {why}", True)
             return d.Outcome(None, f"egress proxy: {e.status} {e.message}")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return d.Outcome(None, f"{type(e).__name__}: {e}"[:512])
+
+    async def denial(self, host: str) -> str:
+        """smokescreen's reason, waiting a moment for its log line (it may come just after
+        the refusal reaches us)."""
+        for _ in range(10):
+            if why := self.denied(host):
+                return why
+            await asyncio.sleep(0.05)
+        return ""
 
     def denied(self, host: str) -> str:
         """smokescreen's reason for refusing ``host`` most recently, if it did."""
