@@ -13,8 +13,8 @@ token bound to `edit` in the namespace.
   the console's task list page in Chromium, signed in: first contentful paint, 10 loads
   (goal: under 1 s).
 - live: ``--clients`` WebSocket clients following the namespace; ``--rate`` status writes
-  per second for ``--seconds`` (each a task's progress); from a write stored (its PATCH
-  answered) to each client's receiving it: p50/p99 (goal p99 <= 500 ms), deliveries
+  per second for ``--seconds`` (each a task's progress); from a write sent (the API
+  server's write included) to each client's receiving it: p50/p99 (goal p99 <= 500 ms), deliveries
   missing, and the console's CPU and memory.
 """
 
@@ -110,10 +110,23 @@ async def first_paint(url: str, token: str, runs: int) -> dict[str, Any]:
         page = await ctx.new_page()
         for _ in range(runs):
             await page.goto(f"{url}/ui/ns/{NS}/tasks", wait_until="load")
-            fcp = await page.evaluate(
-                "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null"
+            fcp = None
+            for _ in range(
+                100
+            ):  # the entry comes a moment after load (no eval: the CSP forbids it)
+                fcp = await page.evaluate(
+                    "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null"
+                )
+                if fcp is not None:
+                    break
+                await asyncio.sleep(0.05)
+            rows = await page.locator("#tasks tbody tr").count()
+            assert fcp is not None and rows == 50, (
+                fcp,
+                rows,
+                page.url,
+                (await page.content())[:500],
             )
-            assert fcp is not None and await page.locator("#tasks tbody tr").count() == 50
             paints.append(fcp / 1000)
         await browser.close()
     return {"first_contentful_paint_ms": percentiles(paints, 50, 99)}
@@ -155,9 +168,10 @@ async def live(url: str, client: KubeClient, token: str, a: argparse.Namespace) 
 
         async def write(k: int) -> None:
             name, progress = names[k % len(names)], 1 + k // len(names) % 99
+            # From the write sent: the API server's own write time is in the figure.
+            stored[(name, progress)] = time.time()
             await client.request("PATCH", f"{TASKS}/{name}/status",
                                  {"status": {"phase": "Running", "progress": progress}}, MERGE_PATCH)  # fmt: skip
-            stored[(name, progress)] = time.time()
 
         pending = []
         for k in range(n_writes):

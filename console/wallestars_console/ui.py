@@ -217,6 +217,8 @@ async def task_list(request: web.Request) -> web.StreamResponse:
             error=str(e),
             phases=t.PHASES,
             types=TYPES,
+            since="",
+            live=False,
         )
     out = await kube(request).request("GET", tasks_path(ns), params=params, token=token(request))
     items = sorted(
@@ -228,7 +230,8 @@ async def task_list(request: web.Request) -> web.StreamResponse:
         if cont
         else ""
     )
-    return page(request, "tasks.html", tasks=items, filters=q, next=nxt, error="", phases=t.PHASES, types=TYPES,
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return page(request, "tasks.html", tasks=items, filters=q, next=nxt, error="", phases=t.PHASES, types=TYPES, since=since,
                 live=not q.get("continue"))  # fmt: skip
 
 

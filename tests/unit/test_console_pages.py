@@ -80,7 +80,7 @@ def test_a_running_task_shows_its_actions_and_no_result_yet() -> None:
 def test_the_list_and_the_form_render_with_refusals_inline() -> None:
     v = t.view(task("echo", {}))
     html = render("tasks.html", tasks=[v], filters={"type": "echo"}, next="continue=x", error="",
-                  phases=t.PHASES, types=("echo",), live=True)  # fmt: skip
+                  phases=t.PHASES, types=("echo",), live=True, since="2026-12-03T10:00:00Z")  # fmt: skip
     assert (
         'data-task="t1"' in html
         and "Next page" in html
@@ -181,3 +181,9 @@ def test_a_workflow_is_drawn_in_layers_by_its_dependencies() -> None:
         and html.count('marker-end="url(#arrow)"') == 4
     )
     assert '<title id="graph-title">The steps of w: health Succeeded, e2e Running' in html
+
+
+def test_a_refused_filter_renders_the_list_with_the_reason() -> None:
+    html = render("tasks.html", tasks=[], filters={"phase": "x y"}, next="", error="phase must be a plain value",
+                  phases=t.PHASES, types=("echo",), since="", live=False)  # fmt: skip
+    assert "phase must be a plain value" in html and "data-live" not in html

@@ -32,7 +32,10 @@
     if (tasks && tasks.dataset.live) {
       let row = tasks.querySelector('tr[data-task="' + CSS.escape(t.name) + '"]');
       const filters = JSON.parse(tasks.dataset.filters || "{}");
-      if (!row && matches(t, filters)) {
+      // The stream starts with every task there is: only those made after the page was
+      // drawn are new rows (RFC 3339 times in UTC compare as text; the page's second
+      // itself is left to a reload).
+      if (!row && matches(t, filters) && t.createdAt > (tasks.dataset.since || "")) {
         const tpl = document.getElementById("row-template").content.firstElementChild.cloneNode(true);
         tpl.dataset.task = t.name;
         const link = tpl.querySelector("a");
