@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 
 import localcluster
@@ -24,14 +25,29 @@ CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.requires("chromium", "firefox")
 
 
+# The DNS-rebinding case answers first with a documentation address (TEST-NET-3), which
+# smokescreen, judging it public, really connects to: rejected here, so that no packet of
+# the test leaves this machine.
+NEVER_OUT = ["OUTPUT", "-d", "203.0.113.0/24", "-j", "REJECT"]
+
+
 @pytest.fixture
 async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     # The egress proxy the agent starts: the one hack/build-tools.sh built.
     smokescreen = localcluster.bin_dirs()["smokescreen"] / "smokescreen"
     monkeypatch.setenv("WALLESTARS_SMOKESCREEN", str(smokescreen))
+    added = (
+        subprocess.run(["iptables", "-w", "-C", *NEVER_OUT], capture_output=True).returncode != 0
+    )
+    if added:
+        subprocess.run(["iptables", "-w", "-I", *NEVER_OUT], check=True, capture_output=True)
     w = await egress_suite.open_world()
-    yield w
-    await w.close()
+    try:
+        yield w
+    finally:
+        await w.close()
+        if added:
+            subprocess.run(["iptables", "-w", "-D", *NEVER_OUT], check=False, capture_output=True)
 
 
 @pytest.mark.parametrize("engine", ["chromium", "firefox"])
