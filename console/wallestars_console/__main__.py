@@ -20,11 +20,18 @@ def main() -> None:
     s = Settings()
     logs.setup(s.log_level)
     client: KubeClient = anonymous_client(s.kubeconfig)
+    # Its own identity, for the shared watches only (live.py); never for a caller's call.
+    own = KubeClient.from_env(s.kubeconfig, connections=8) if s.watch_as == "console" else None
     if s.metrics_port:
         start_http_server(s.metrics_port)
     # Open event streams do not hold a stop for a minute (aiohttp's default).
     web.run_app(
-        make_app(client), host=s.host, port=s.port, access_log=None, print=None, shutdown_timeout=5
+        make_app(client, s, own),
+        host=s.host,
+        port=s.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5,
     )
 
 

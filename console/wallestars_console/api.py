@@ -18,7 +18,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -26,7 +26,7 @@ from aiohttp import web
 from wallestars_api.kubeclient import ApiError, KubeClient
 from wallestars_api.resources import API_VERSION
 
-from wallestars_console import metrics
+from wallestars_console import live, metrics
 from wallestars_console import tasks as t
 from wallestars_console.config import Settings
 from wallestars_console.openapi import document
@@ -34,10 +34,11 @@ from wallestars_console.sessions import SEALER, Sealer, session_of
 
 log = logging.getLogger("wallestars.console.api")
 K8S_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-TERMINAL = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "TimedOut", "Cancelled"})
 WS_TOKEN_PROTOCOL = "base64url.bearer.authorization.k8s.io."  # noqa: S105 (a prefix, as the API server takes it)
 MAX_BODY = 256 * 1024
 CLIENT_KEY = web.AppKey("kube", KubeClient)
+HUB_KEY = web.AppKey("hub", live.Hub)
+KEEPALIVE_KEY = web.AppKey("keepalive", float)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -117,6 +118,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return from_api_error(e)
     except t.BadRequest as e:
         return problem(400, "BadRequest", str(e), e.field)
+    except live.StreamEnded as e:
+        return web.json_response(t.refusal(e.code, e.reason, e.message, []), status=e.code)
     except (aiohttp.ClientError, TimeoutError) as e:
         log.warning("API server unreachable: %s", e)
         return problem(
@@ -225,83 +228,16 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-# --- live updates ---------------------------------------------------------------------------
+# --- live updates (live.py: one watch per namespace, each stream authorized as its caller)
 
 
-async def updates(
-    client: KubeClient, token: str, ns: str
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """The plan's events for one namespace, from watches made with the caller's token:
-    ``agent:status``, ``task:update``, and ``task:<id>:complete`` once a task finishes."""
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | Exception] = asyncio.Queue(1000)
-
-    async def follow(path: str, kind: str) -> None:
-        rv = ""
-        try:
-            while True:
-                listing = await client.request("GET", path, token=token, params={"limit": "500"})
-                rv = (listing.get("metadata") or {}).get("resourceVersion", "")
-                for o in listing.get("items") or []:
-                    await emit(kind, o)
-                with contextlib.suppress(aiohttp.ClientPayloadError, TimeoutError):
-                    async for ev in watch(client, path, token, rv):
-                        if ev.get("type") in ("ADDED", "MODIFIED"):
-                            await emit(kind, ev["object"])
-                        elif ev.get("type") == "ERROR":
-                            break  # 410 Gone and friends: list again
-        except Exception as e:  # handed to the reader, who ends the stream with it
-            await queue.put(e)
-
-    async def emit(kind: str, o: dict[str, Any]) -> None:
-        if kind == "agent":
-            await queue.put(("agent:status", t.agent_view(o)))
-            return
-        v = t.view(o)
-        await queue.put(("task:update", v))
-        if v["status"] in TERMINAL:
-            await queue.put((f"task:{v['id']}:complete", v))
-
-    workers = [asyncio.create_task(follow(tasks_path(ns), "task")),
-               asyncio.create_task(follow(agents_path(ns), "agent"))]  # fmt: skip
-    try:
-        while True:
-            item = await queue.get()
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+def hub(request: web.Request) -> live.Hub:
+    return request.app[HUB_KEY]
 
 
-async def watch(
-    client: KubeClient, path: str, token: str, rv: str
-) -> AsyncIterator[dict[str, Any]]:
-    params = {
-        "watch": "1",
-        "resourceVersion": rv,
-        "allowWatchBookmarks": "true",
-        "timeoutSeconds": "300",
-    }
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with client.session.get(client.server + path, params=params, timeout=timeout,
-                                  headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}) as r:  # fmt: skip
-        if r.status >= 400:
-            raw = await r.read()
-            try:
-                st = json.loads(raw)
-                raise ApiError(r.status, str(st.get("reason", "")), str(st.get("message", "")))
-            except ValueError:
-                raise ApiError(r.status, "", raw[:300].decode(errors="replace")) from None
-        async for line in r.content:
-            if line.strip():
-                yield json.loads(line)
-
-
-async def check_read(client: KubeClient, token: str, ns: str) -> None:
-    """Before a stream opens: may the caller list tasks there? (ApiError if not.)"""
-    await client.request("GET", tasks_path(ns), params={"limit": "1"}, token=token)
+def wants_snapshot(request: web.Request) -> bool:
+    """snapshot=false: only what changes from now on (a page that has just drawn the list)."""
+    return request.query.get("snapshot", "true").lower() not in ("false", "0", "no")
 
 
 @authenticated
@@ -309,16 +245,35 @@ async def sse(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
     token = caller_token(request)
     assert token is not None
-    await check_read(kube(request), token, ns)
+    kinds = await hub(request).authorize(token, ns)
+    keepalive = request.app[KEEPALIVE_KEY]
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                        "X-Accel-Buffering": "no"})  # fmt: skip
     await resp.prepare(request)
-    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-        async for event, data in updates(kube(request), token, ns):
-            await resp.write(
-                f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-            )
+    metrics.STREAMS.inc()
+    try:
+        async with hub(request).follow(token, ns, kinds, wants_snapshot(request)) as stream:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(stream.next_batch(), keepalive)
+                except TimeoutError:
+                    # A comment: proxies keep the stream open, and a client that has gone
+                    # is found (the write fails) and its stream let go.
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                await resp.write(b"".join(ev.sse_bytes() for ev in batch))
+    except live.StreamEnded as why:  # said as an event: the status line is long gone
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write(f"event: error\ndata: {json.dumps(vars_of(why))}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        metrics.STREAMS.dec()
     return resp
+
+
+def vars_of(why: live.StreamEnded) -> dict[str, Any]:
+    return {"code": why.code, "reason": why.reason, "message": why.message}
 
 
 @authenticated
@@ -330,23 +285,36 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
     token = caller_token(request)
     assert token is not None
-    await check_read(kube(request), token, ns)
+    kinds = await hub(request).authorize(token, ns)
     offered = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
     ws = web.WebSocketResponse(protocols=[p for p in offered if p == "wallestars.v1"], heartbeat=30)
     await ws.prepare(request)
     metrics.STREAMS.inc()
+
+    async def send() -> None:
+        try:
+            async with hub(request).follow(token, ns, kinds, wants_snapshot(request)) as stream:
+                while not ws.closed:
+                    for ev in await stream.next_batch():
+                        await ws.send_str(ev.ws_text())
+        except live.StreamEnded as why:  # 4000 + the HTTP status: 4401, 4403, 4503
+            await ws.close(code=4000 + min(why.code, 999), message=why.message[:120].encode())
+        finally:  # however sending ends, the reader below ends with it
+            await ws.close()
+
+    # The client says nothing, but reading is how its close (or its going away) is seen.
+    sender = asyncio.create_task(send())
     try:
-        async for event, data in updates(kube(request), token, ns):
-            if ws.closed:
-                break
-            await ws.send_json({"event": event, "data": data})
+        async for _ in ws:
+            pass
     except (ConnectionResetError, asyncio.CancelledError):
         pass
-    except ApiError as e:
-        await ws.close(code=4000 + min(e.code, 999), message=e.message[:100].encode())
     finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+            await sender
         metrics.STREAMS.dec()
         await ws.close()
     return ws
@@ -367,8 +335,11 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/ws", websocket)
 
 
-def make_app(client: KubeClient, settings: Settings | None = None) -> web.Application:
-    """The API, and the pages (ui.py) on the same port."""
+def make_app(
+    client: KubeClient, settings: Settings | None = None, own_client: KubeClient | None = None
+) -> web.Application:
+    """The API, and the pages (ui.py) on the same port. ``client`` carries callers'
+    tokens; ``own_client`` (the console's identity) only the shared watches, if given."""
     from wallestars_console import ui
 
     s = settings or Settings()
@@ -376,6 +347,9 @@ def make_app(client: KubeClient, settings: Settings | None = None) -> web.Applic
         middlewares=[measured, ui.security_headers, errors], client_max_size=MAX_BODY
     )
     app[CLIENT_KEY] = client
+    app[KEEPALIVE_KEY] = s.stream_keepalive_seconds
+    app[HUB_KEY] = live.Hub(client, own_client, frozenset(s.shared_namespaces),
+                            s.stream_recheck_seconds)  # fmt: skip
     app[ui.KUBE] = client
     key = s.session_key_file.read_bytes().strip() if s.session_key_file else os.urandom(32)
     app[SEALER] = Sealer(key, s.session_max_age_seconds)
@@ -386,7 +360,10 @@ def make_app(client: KubeClient, settings: Settings | None = None) -> web.Applic
     ui.routes(app)
 
     async def close(_: web.Application) -> None:
+        await app[HUB_KEY].close()
         await client.close()
+        if own_client is not None:
+            await own_client.close()
 
     app.on_cleanup.append(close)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,4 +26,14 @@ class Settings(BaseSettings):
     # The webhook service, as the console reaches it, for artifacts (and its CA).
     artifacts_url: str = ""
     artifacts_ca_file: Path | None = None
+    # Live updates (live.py): "console" watches each followed namespace once with the
+    # console's own read-only identity (in a pod its ServiceAccount; elsewhere the
+    # kubeconfig's user) and authorizes every stream as its caller; "caller" makes each
+    # caller's feed with that caller's token (the console needs no rights; costs a watch
+    # per caller). shared_namespaces limits the first to the namespaces the console may
+    # read (empty: all); the others are followed as "caller".
+    watch_as: Literal["console", "caller"] = "console"
+    shared_namespaces: list[str] = []
+    stream_recheck_seconds: float = 60.0
+    stream_keepalive_seconds: float = 15.0  # an SSE comment when nothing else was sent
     log_level: str = "INFO"

@@ -12,3 +12,12 @@ REQUEST_SECONDS = Histogram(
     ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )  # fmt: skip
 STREAMS = Gauge("wallestars_console_streams", "Live event streams open (SSE and WebSocket).")
+FEEDS = Gauge(
+    "wallestars_console_watches",
+    "Namespaces the console watches for its streams (each one watch of tasks, one of agents).",
+)
+ENDED = Counter(
+    "wallestars_console_streams_ended_total",
+    "Streams the console ended: rights gone (Forbidden, Unauthorized) or a client too slow (TooSlow).",
+    ["reason"],
+)

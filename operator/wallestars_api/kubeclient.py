@@ -57,6 +57,20 @@ class ApiError(Exception):
         self.causes = causes or []  # the Status's details.causes: {field, reason, message}
 
 
+def api_error(status: int, raw: bytes, retry_after: str | None) -> ApiError:
+    """The API server's error answer, read from its Status body where it sent one."""
+    # What the server asked for goes to the caller, whose write waits it out (client-go's
+    # reading: that request, not every request, is held).
+    asked = retry_after_seconds(status, retry_after)
+    try:
+        st = json.loads(raw)
+        details = st.get("details") or {}
+        return ApiError(status, str(st.get("reason", "")), str(st.get("message", "")), asked,
+                        list(details.get("causes") or []))  # fmt: skip
+    except (ValueError, AttributeError):
+        return ApiError(status, "", raw[:500].decode("utf-8", "replace"), asked)
+
+
 class KubeClient:
     def __init__(
         self,
@@ -147,32 +161,24 @@ class KubeClient:
         ) as r:
             raw = await r.read()
             if r.status >= 400:
-                # What the server asked for goes to the caller, whose write waits it out
-                # (client-go's reading: that request, not every request, is held).
-                asked = retry_after_seconds(r.status, r.headers.get("Retry-After"))
-                causes: list[dict[str, Any]] = []
-                try:
-                    st = json.loads(raw)
-                    reason, message = str(st.get("reason", "")), str(st.get("message", ""))
-                    causes = list((st.get("details") or {}).get("causes") or [])
-                except (ValueError, AttributeError):
-                    reason, message = "", raw[:500].decode("utf-8", "replace")
-                raise ApiError(r.status, reason, message, asked, causes)
+                raise api_error(r.status, raw, r.headers.get("Retry-After"))
             result: dict[str, Any] = json.loads(raw) if raw else {}
             return result
 
     async def watch(
-        self, path: str, params: Mapping[str, str] | None = None
+        self, path: str, params: Mapping[str, str] | None = None, token: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream a watch: one decoded event per line, until the server ends it."""
+        """Stream a watch: one decoded event per line, until the server ends it; as this
+        client's identity, or with ``token`` as the person whose token it is."""
         q = {"watch": "1", **(params or {})}
-        headers = {"Accept": "application/json", **self._auth()}
+        auth = {"Authorization": f"Bearer {token}"} if token is not None else self._auth()
+        headers = {"Accept": "application/json", **auth}
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         async with self.session.get(
             self.server + path, params=q, headers=headers, timeout=timeout
         ) as r:
             if r.status >= 400:
-                raise ApiError(r.status, "", (await r.read())[:500].decode("utf-8", "replace"))
+                raise api_error(r.status, await r.read(), r.headers.get("Retry-After"))
             async for line in r.content:
                 if line.strip():
                     yield json.loads(line)

@@ -122,21 +122,39 @@ def test_notification_values_reach_the_operator() -> None:
     assert out.returncode != 0 and "notifications.defaultSink.secretName is required" in out.stderr
 
 
-def test_the_console_is_off_by_default_and_has_no_rights_of_its_own() -> None:
+def console_rights(docs: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(kind, namespace, rules) of every role bound to the console's ServiceAccount."""
+    (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("console")]
+    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+    roles = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d["rules"]
+             for d in of_kind(docs, "Role") + of_kind(docs, "ClusterRole")}  # fmt: skip
+    return [(b["roleRef"]["kind"], b["metadata"].get("namespace", ""),
+             roles[(b["roleRef"]["kind"], b["metadata"].get("namespace", ""), b["roleRef"]["name"])])
+            for b in of_kind(docs, "RoleBinding") + of_kind(docs, "ClusterRoleBinding")
+            if any(s.get("name") == sa for s in b.get("subjects") or [])]  # fmt: skip
+
+
+def test_the_console_is_off_by_default_and_may_only_read_tasks_and_agents() -> None:
     assert not [d for d in rendered() if "console" in d["metadata"]["name"]]
     docs = rendered(*ALL_ON)
     (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("console")]
     pod = dep["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["wallestars-console"]
-    sa = pod["serviceAccountName"]
-    bound = [b for b in of_kind(docs, "RoleBinding") + of_kind(docs, "ClusterRoleBinding")
-             if any(s.get("name") == sa for s in b.get("subjects") or [])]  # fmt: skip
-    assert bound == []  # callers' tokens only
+    # Its own rights: reading AgentTasks and Agents, for the shared watches of live
+    # updates; everything else is done with the callers' tokens.
+    read = [{"apiGroups": ["agents.wallestars.io"], "resources": ["agenttasks", "agents"],
+             "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    assert console_rights(docs) == [("ClusterRole", "", read)]
+    narrow = rendered(*ALL_ON, "--set", "console.liveUpdates.namespaces={team-a,team-b}")
+    assert sorted(console_rights(narrow)) == [("Role", "team-a", read), ("Role", "team-b", read)]
+    assert console_rights(rendered(*ALL_ON, "--set", "console.liveUpdates.watchAs=caller")) == []
     (np,) = [d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("console")]
     assert np["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["WALLESTARS_CONSOLE_ARTIFACTS_URL"].startswith("https://wallestars-webhooks.")
     assert env["WALLESTARS_CONSOLE_SESSION_KEY_FILE"] == "/etc/wallestars/console-session/key"
+    assert (env["WALLESTARS_CONSOLE_WATCH_AS"], env["WALLESTARS_CONSOLE_SHARED_NAMESPACES"]) == (
+        "console", "[]")  # fmt: skip
     (key,) = [
         d for d in of_kind(docs, "Secret") if d["metadata"]["name"].endswith("console-session")
     ]

@@ -13,13 +13,14 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import localcluster
 import pytest
+import yaml
 from harness import REPO, Kubectl, free_port, wait_for
 from helmlocal import CHART, helm_bin
 
@@ -27,8 +28,13 @@ pytestmark = pytest.mark.cluster
 
 
 class Console:
-    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.url, self.proc, self.log = url, proc, log
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path, metrics: str) -> None:
+        self.url, self.proc, self.log, self.metrics = url, proc, log, metrics
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(self.metrics, timeout=10).read().decode()  # noqa: S310 (loopback)
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+                   or line.startswith(name + "{"))  # fmt: skip
 
     def call(self, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -61,7 +67,26 @@ def people(cluster: localcluster.Cluster) -> Iterator[dict[str, Any]]:
                                    "--serviceaccount=console-people:bob")  # fmt: skip
     Kubectl(cluster.kubeconfig, b)("create", "rolebinding", "bob-edit", "--clusterrole=edit",
                                    "--serviceaccount=console-people:bob")  # fmt: skip
-    tokens = {w: people("create", "token", w, "--duration=2h").strip() for w in ("alice", "bob")}
+    # carol reads A until her binding is taken away (a stream she holds then ends).
+    people.run("create", "serviceaccount", "carol", check=False)
+    Kubectl(cluster.kubeconfig, a)("create", "rolebinding", "carol-view", "--clusterrole=view",
+                                   "--serviceaccount=console-people:carol")  # fmt: skip
+    # The console's own identities: the chart's read-only role, everywhere or in A only.
+    chart = subprocess.run([str(helm_bin()), "template", "wallestars", str(CHART), "--show-only",
+                            "templates/console.yaml", "--set", "console.enabled=true"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    (watch_role,) = [d for d in yaml.safe_load_all(chart.stdout)
+                     if d and d["kind"] == "ClusterRole"]  # fmt: skip
+    admin.apply(watch_role)
+    for who in ("console-self", "console-narrow"):
+        people.run("create", "serviceaccount", who, check=False)
+    admin.run("create", "clusterrolebinding", "console-self-watch", f"--clusterrole={watch_role['metadata']['name']}",
+              "--serviceaccount=console-people:console-self", check=False)  # fmt: skip
+    Kubectl(cluster.kubeconfig, a)("create", "rolebinding", "console-narrow-watch",
+                                   f"--clusterrole={watch_role['metadata']['name']}",
+                                   "--serviceaccount=console-people:console-narrow")  # fmt: skip
+    who_all = ("alice", "bob", "carol", "console-self", "console-narrow")
+    tokens = {w: people("create", "token", w, "--duration=2h").strip() for w in who_all}
     # Something for alice to see in A.
     Kubectl(cluster.kubeconfig, a).apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
                                           "metadata": {"name": "seen"},
@@ -69,20 +94,33 @@ def people(cluster: localcluster.Cluster) -> Iterator[dict[str, Any]]:
     yield {"a": a, "b": b, "kubeconfig": cluster.kubeconfig, **tokens}
     for ns in (a, b, "console-people"):
         admin.run("delete", "namespace", ns, "--wait=false", check=False)
+    admin.run("delete", "clusterrolebinding", "console-self-watch", check=False)
 
 
-@pytest.fixture(scope="module")
-def console(
-    cluster: localcluster.Cluster, tmp_path_factory: pytest.TempPathFactory
+def identity_kubeconfig(cluster: localcluster.Cluster, token: str, where: Path) -> Path:
+    """The cluster's kubeconfig with a ServiceAccount's token as its user: the console's
+    own identity (its shared watches), as its pod would have it."""
+    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    for u in cfg["users"]:
+        u["user"] = {"token": token}
+    where.write_text(yaml.safe_dump(cfg))
+    return where
+
+
+def start_console(
+    cluster: localcluster.Cluster, tmp: Path, token: str, **settings: str
 ) -> Iterator[Console]:
-    tmp = tmp_path_factory.mktemp("console")
     port = free_port()
     log = tmp / "console.log"
-    env = {**os.environ, "WALLESTARS_CONSOLE_KUBECONFIG": str(cluster.kubeconfig),
-           "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port), "WALLESTARS_CONSOLE_METRICS_PORT": str(free_port())}  # fmt: skip
+    env = {**os.environ, "WALLESTARS_CONSOLE_KUBECONFIG": str(identity_kubeconfig(cluster, token, tmp / "kubeconfig")),
+           "WALLESTARS_CONSOLE_HOST": "127.0.0.1", "WALLESTARS_CONSOLE_PORT": str(port),
+           "WALLESTARS_CONSOLE_METRICS_PORT": str(metrics := free_port()),
+           # Rights are re-checked every 2 s here (60 s by default), so a test sees a revocation.
+           "WALLESTARS_CONSOLE_STREAM_RECHECK_SECONDS": "2", "WALLESTARS_CONSOLE_STREAM_KEEPALIVE_SECONDS": "2",
+           **{f"WALLESTARS_CONSOLE_{k.upper()}": v for k, v in settings.items()}}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "wallestars_console"], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-    c = Console(f"http://127.0.0.1:{port}", proc, log)
+    c = Console(f"http://127.0.0.1:{port}", proc, log, f"http://127.0.0.1:{metrics}/metrics")
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -96,6 +134,25 @@ def console(
     yield c
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def console(
+    cluster: localcluster.Cluster, people: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Console]:
+    """The console as the chart runs it: its own identity may read tasks and agents
+    everywhere (the chart's ClusterRole), for one shared watch per namespace."""
+    yield from start_console(cluster, tmp_path_factory.mktemp("console"), people["console-self"])
+
+
+@pytest.fixture(scope="module")
+def narrow_console(
+    cluster: localcluster.Cluster, people: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Console]:
+    """console.liveUpdates.namespaces=[A]: its own identity reads A only; B is followed
+    with each caller's own token."""
+    yield from start_console(cluster, tmp_path_factory.mktemp("narrow"), people["console-narrow"],
+                             shared_namespaces=json.dumps([people["a"]]))  # fmt: skip
 
 
 def test_each_person_sees_and_does_exactly_what_their_rights_allow(
@@ -209,6 +266,92 @@ async def test_live_updates_over_sse_and_websocket_only_where_the_caller_may_rea
             assert msg["event"] == "task:update" and msg["data"]["name"] == "seen"
         with pytest.raises(aiohttp.WSServerHandshakeError) as e:
             async with s.ws_connect(f"{console.url}/api/v1/ws?namespace={b}", protocols=[proto]):
+                pass
+        assert e.value.status == 403
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
+    for _ in range(int(seconds / 0.2)):
+        if check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def next_update(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await asyncio.wait_for(ws.receive(), 20)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    body: dict[str, Any] = json.loads(msg.data)
+    return body
+
+
+async def test_streams_share_one_watch_and_each_ends_when_its_callers_rights_go(
+    console: Console, people: dict[str, Any], cluster: localcluster.Cluster
+) -> None:
+    a, alice, carol = people["a"], people["alice"], people["carol"]
+    k = Kubectl(cluster.kubeconfig, a)
+    url = f"{console.url}/api/v1/ws?namespace={a}&snapshot=false"
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(url, headers=bearer(alice)) as ws_alice,
+        s.ws_connect(url, headers=bearer(carol)) as ws_carol,
+    ):
+        # Two callers, one watch (streams of other tests' namespaces linger 10 s, then go).
+        await until("one watch", lambda: console.metric("wallestars_console_watches") == 1)
+        k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": "both-see"},
+                     "spec": {"agentRef": "nobody", "type": "echo", "payload": {}}})  # fmt: skip
+        for ws in (ws_alice, ws_carol):  # snapshot=false: the first event is the new task
+            m = await next_update(ws)
+            assert (m["event"], m["data"]["name"]) == ("task:update", "both-see")
+        k("delete", "rolebinding", "carol-view")
+        msg = await asyncio.wait_for(ws_carol.receive(), 20)  # the 2 s re-check sees it
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4403, msg
+        k("label", "agenttask", "both-see", "seen-by=alice")
+        m = await next_update(ws_alice)
+        assert m["data"]["labels"] == {"seen-by": "alice"}  # alice's stream goes on
+    assert console.metric('wallestars_console_streams_ended_total{reason="Forbidden"}') >= 1
+
+
+async def test_namespaces_the_console_may_not_read_are_followed_with_the_callers_token(
+    narrow_console: Console, people: dict[str, Any]
+) -> None:
+    """console.liveUpdates.namespaces=[A]: A is one shared watch; B, where the console
+    itself may read nothing, is a watch per caller made with that caller's token."""
+    a, b, alice, bob = people["a"], people["b"], people["alice"], people["bob"]
+    c = narrow_console.url
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"{c}/api/v1/ws?namespace={a}", headers=bearer(alice)) as w1,
+        s.ws_connect(f"{c}/api/v1/ws?namespace={a}", headers=bearer(bob)) as w2,
+    ):
+        for ws in (w1, w2):  # the snapshot: A's tasks, newest first
+            assert (await next_update(ws))["data"]["name"] in ("seen", "both-see")
+        await until(
+            "A's one watch", lambda: narrow_console.metric("wallestars_console_watches") == 1
+        )
+        in_b = f"{c}/api/v1/ws?namespace={b}&snapshot=false"
+        async with (
+            s.ws_connect(in_b, headers=bearer(bob)) as w3,
+            s.ws_connect(in_b, headers=bearer(bob)) as w4,
+        ):
+            # bob's two streams in B share one feed made with his token: A's and his.
+            await until(
+                "two watches", lambda: narrow_console.metric("wallestars_console_watches") == 2
+            )
+            name = f"in-b-{os.getpid()}"
+            status, _ = narrow_console.call(
+                "POST", f"/api/v1/namespaces/{b}/tasks", bob, {"name": name, "type": "echo"}
+            )
+            assert status == 201
+            for ws in (w3, w4):
+                m = await next_update(ws)
+                assert (m["event"], m["data"]["name"]) == ("task:update", name)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            async with s.ws_connect(f"{c}/api/v1/ws?namespace={b}", headers=bearer(alice)):
                 pass
         assert e.value.status == 403
 

@@ -32,9 +32,8 @@
     if (tasks && tasks.dataset.live) {
       let row = tasks.querySelector('tr[data-task="' + CSS.escape(t.name) + '"]');
       const filters = JSON.parse(tasks.dataset.filters || "{}");
-      // The stream starts with every task there is: only those made after the page was
-      // drawn are new rows (RFC 3339 times in UTC compare as text; the page's second
-      // itself is left to a reload).
+      // Only tasks made after the page was drawn are new rows (RFC 3339 times in UTC
+      // compare as text; the page's second itself is left to a reload).
       if (!row && matches(t, filters) && t.createdAt > (tasks.dataset.since || "")) {
         const tpl = document.getElementById("row-template").content.firstElementChild.cloneNode(true);
         tpl.dataset.task = t.name;
@@ -85,7 +84,9 @@
   }
 
   const status = document.getElementById("live-status");
-  const source = new EventSource("/api/v1/namespaces/" + encodeURIComponent(ns) + "/events");
+  // A list just drawn needs only what changes from now on; a task's page takes the
+  // stream's snapshot too, so a task that finished while the page loaded still completes.
+  const source = new EventSource("/api/v1/namespaces/" + encodeURIComponent(ns) + "/events" + (task ? "" : "?snapshot=false"));
   source.addEventListener("task:update", (e) => onTask(JSON.parse(e.data)));
   source.addEventListener("agent:status", (e) => onAgent(JSON.parse(e.data)));
   source.onmessage = null;
