@@ -98,8 +98,8 @@ OVERVIEW: list[Panel] = [
      [("{{route}} {{code}}", f"sum by (route, code) (rate(wallestars_console_requests_total[{RI}]))")]),
     ("Console: answer time", "s", "timeseries",
      quantiles("wallestars_console_request_duration_seconds")),
-    ("Console: live streams open", "short", "stat",
-     [("streams", "sum(wallestars_console_streams)")]),
+    ("Console: live streams open, and the namespaces they watch", "short", "stat",
+     [("streams", "sum(wallestars_console_streams)"), ("watches", "sum(wallestars_console_watches)")]),
 ]  # fmt: skip
 
 AGENT = '{agent=~"$agent"}'

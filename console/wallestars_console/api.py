@@ -9,8 +9,6 @@ caller sees and does, never this service's own rights (it has none over AgentTas
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -24,17 +22,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from wallestars_api.kubeclient import ApiError, KubeClient
-from wallestars_api.resources import API_VERSION
 
 from wallestars_console import live, metrics
 from wallestars_console import tasks as t
 from wallestars_console.config import Settings
 from wallestars_console.openapi import document
-from wallestars_console.sessions import SEALER, Sealer, session_of
+from wallestars_console.sessions import SEALER, Sealer, session_of, token_of
 
 log = logging.getLogger("wallestars.console.api")
 K8S_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-WS_TOKEN_PROTOCOL = "base64url.bearer.authorization.k8s.io."  # noqa: S105 (a prefix, as the API server takes it)
 MAX_BODY = 256 * 1024
 CLIENT_KEY = web.AppKey("kube", KubeClient)
 HUB_KEY = web.AppKey("hub", live.Hub)
@@ -49,23 +45,6 @@ def problem(status: int, reason: str, message: str, field: str = "", **extra: An
     return web.json_response({"error": err | extra}, status=status)
 
 
-def token_of(request: web.Request) -> str | None:
-    """The caller's bearer token: the Authorization header, or (a browser's WebSocket,
-    which cannot set headers) the subprotocol Kubernetes itself accepts."""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and len(auth) < 16384:
-        return auth.removeprefix("Bearer ").strip() or None
-    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        proto = proto.strip()
-        if proto.startswith(WS_TOKEN_PROTOCOL):
-            raw = proto.removeprefix(WS_TOKEN_PROTOCOL)
-            try:
-                return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode() or None
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                return None
-    return None
-
-
 def from_api_error(e: ApiError) -> web.Response:
     """The API server's answer, passed on in the request's terms; never a 5xx of ours
     for the caller's mistake."""
@@ -77,14 +56,6 @@ def from_api_error(e: ApiError) -> web.Response:
         body = t.refusal(503, "ApiServerUnavailable", e.message, [])
         return web.json_response(body, status=503, headers={"Retry-After": "2"})
     return web.json_response(t.refusal(status, e.reason, e.message, e.causes), status=status)
-
-
-def tasks_path(ns: str, name: str = "") -> str:
-    return f"/apis/{API_VERSION}/namespaces/{ns}/agenttasks" + (f"/{name}" if name else "")
-
-
-def agents_path(ns: str) -> str:
-    return f"/apis/{API_VERSION}/namespaces/{ns}/agents"
 
 
 @web.middleware
@@ -174,7 +145,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         return problem(400, "BadRequest", "the body is not JSON")
     manifest = t.to_task(body)
     created = await kube(request).request(
-        "POST", tasks_path(ns), manifest, token=caller_token(request)
+        "POST", t.tasks_path(ns), manifest, token=caller_token(request)
     )
     return web.json_response(t.view(created), status=201,
                              headers={"Location": f"/api/v1/namespaces/{ns}/tasks/{created['metadata']['name']}"})  # fmt: skip
@@ -184,7 +155,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
 async def get_task(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     obj = await kube(request).request(
-        "GET", tasks_path(m["namespace"], m["name"]), token=caller_token(request)
+        "GET", t.tasks_path(m["namespace"], m["name"]), token=caller_token(request)
     )
     return web.json_response(t.view(obj))
 
@@ -194,7 +165,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
     params = t.selectors(request.query)
     out = await kube(request).request(
-        "GET", tasks_path(ns), params=params, token=caller_token(request)
+        "GET", t.tasks_path(ns), params=params, token=caller_token(request)
     )
     meta = out.get("metadata") or {}
     return web.json_response({"items": [t.view(o) for o in out.get("items") or []],
@@ -208,7 +179,7 @@ async def act_on_task(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     patch = {"cancel": {"spec": {"cancel": True}}, "suspend": {"spec": {"suspend": True}},
              "resume": {"spec": {"suspend": False}}}[m["action"]]  # fmt: skip
-    obj = await kube(request).request("PATCH", tasks_path(m["namespace"], m["name"]), patch,
+    obj = await kube(request).request("PATCH", t.tasks_path(m["namespace"], m["name"]), patch,
                                       "application/merge-patch+json", token=caller_token(request))  # fmt: skip
     return web.json_response(t.view(obj))
 
@@ -216,7 +187,7 @@ async def act_on_task(request: web.Request) -> web.StreamResponse:
 @authenticated
 async def list_agents(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
-    out = await kube(request).request("GET", agents_path(ns), token=caller_token(request))
+    out = await kube(request).request("GET", t.agents_path(ns), token=caller_token(request))
     return web.json_response({"items": [t.agent_view(o) for o in out.get("items") or []]})
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 from wallestars_api.kubeclient import ApiError, KubeClient
-from wallestars_api.resources import API_VERSION, GROUP
+from wallestars_api.resources import GROUP
 
 from wallestars_console import metrics
 from wallestars_console import tasks as t
@@ -150,7 +150,7 @@ class Feed:
         self.closer: asyncio.TimerHandle | None = None
 
     def path(self, kind: str) -> str:
-        return f"/apis/{API_VERSION}/namespaces/{self.ns}/{KINDS[kind]}"
+        return t.agents_path(self.ns) if kind == "agent" else t.tasks_path(self.ns)
 
     def start(self) -> None:
         self.workers = [asyncio.create_task(self.follow(k)) for k in KINDS]

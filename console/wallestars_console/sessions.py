@@ -12,6 +12,7 @@ SameSite=Strict besides.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+WS_TOKEN_PROTOCOL = "base64url.bearer.authorization.k8s.io."  # noqa: S105 (a prefix, as the API server takes it)
 
 COOKIE = "wallestars_session"
 MAX_TOKEN = 16384
@@ -99,3 +102,20 @@ def session_of(request: web.Request) -> Session | None:
     if SEALER not in request.app:
         return None
     return request.app[SEALER].open(request.cookies.get(COOKIE), time.time())
+
+
+def token_of(request: web.Request) -> str | None:
+    """The caller's bearer token: the Authorization header, or (a browser's WebSocket,
+    which cannot set headers) the subprotocol Kubernetes itself accepts."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer ") and len(auth) < 16384:
+        return auth.removeprefix("Bearer ").strip() or None
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(WS_TOKEN_PROTOCOL):
+            raw = proto.removeprefix(WS_TOKEN_PROTOCOL)
+            try:
+                return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode() or None
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None

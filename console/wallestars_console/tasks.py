@@ -183,3 +183,11 @@ def selectors(query: Mapping[str, str]) -> dict[str, str]:
     if query.get("continue"):
         out["continue"] = query["continue"]
     return out
+
+
+def tasks_path(ns: str, name: str = "") -> str:
+    return f"/apis/{API_VERSION}/namespaces/{ns}/agenttasks" + (f"/{name}" if name else "")
+
+
+def agents_path(ns: str) -> str:
+    return f"/apis/{API_VERSION}/namespaces/{ns}/agents"

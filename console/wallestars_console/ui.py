@@ -25,7 +25,14 @@ from wallestars_api.resources import API_VERSION
 
 from wallestars_console import graph, results
 from wallestars_console import tasks as t
-from wallestars_console.sessions import COOKIE, SEALER, Session, cookie_attributes, session_of
+from wallestars_console.sessions import (
+    COOKIE,
+    SEALER,
+    Session,
+    cookie_attributes,
+    session_of,
+    token_of,
+)
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -79,10 +86,8 @@ def caller(request: web.Request) -> tuple[str, Session | None] | None:
     s = session_of(request)
     if s is not None:
         return s.token, s
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and len(auth) < 16384:
-        return auth.removeprefix("Bearer ").strip(), None
-    return None
+    given = token_of(request)
+    return (given, None) if given is not None else None
 
 
 def signed_in(fn: Handler) -> Handler:
@@ -183,16 +188,10 @@ async def home(request: web.Request) -> web.StreamResponse:
 # --- pages -----------------------------------------------------------------------------------
 
 
-def tasks_path(ns: str, name: str = "") -> str:
-    return f"/apis/{API_VERSION}/namespaces/{ns}/agenttasks" + (f"/{name}" if name else "")
-
-
 @signed_in
 async def agents(request: web.Request) -> web.StreamResponse:
     ns = request.match_info["namespace"]
-    out = await kube(request).request(
-        "GET", f"/apis/{API_VERSION}/namespaces/{ns}/agents", token=token(request)
-    )
+    out = await kube(request).request("GET", t.agents_path(ns), token=token(request))
     return page(request, "agents.html", agents=[t.agent_view(a) for a in out.get("items") or []])
 
 
@@ -220,7 +219,7 @@ async def task_list(request: web.Request) -> web.StreamResponse:
             since="",
             live=False,
         )
-    out = await kube(request).request("GET", tasks_path(ns), params=params, token=token(request))
+    out = await kube(request).request("GET", t.tasks_path(ns), params=params, token=token(request))
     items = sorted(
         (t.view(o) for o in out.get("items") or []), key=lambda v: v["createdAt"], reverse=True
     )
@@ -238,7 +237,7 @@ async def task_list(request: web.Request) -> web.StreamResponse:
 @signed_in
 async def task_page(request: web.Request) -> web.StreamResponse:
     ns, name = request.match_info["namespace"], request.match_info["name"]
-    obj = await kube(request).request("GET", tasks_path(ns, name), token=token(request))
+    obj = await kube(request).request("GET", t.tasks_path(ns, name), token=token(request))
     return page(request, "task.html", **task_context(obj, await events_of(request, obj)))
 
 
@@ -246,7 +245,7 @@ async def task_page(request: web.Request) -> web.StreamResponse:
 async def task_results(request: web.Request) -> web.StreamResponse:
     """The results region alone, for console.js to swap in when the task finishes."""
     ns, name = request.match_info["namespace"], request.match_info["name"]
-    obj = await kube(request).request("GET", tasks_path(ns, name), token=token(request))
+    obj = await kube(request).request("GET", t.tasks_path(ns, name), token=token(request))
     return page(request, "results.html", **task_context(obj, await events_of(request, obj)))
 
 
@@ -276,10 +275,10 @@ def task_context(obj: Mapping[str, Any], events: list[dict[str, Any]]) -> dict[s
 async def task_action(request: web.Request) -> web.StreamResponse:
     ns, name, action = (request.match_info[k] for k in ("namespace", "name", "action"))
     if action == "again":
-        obj = await kube(request).request("GET", tasks_path(ns, name), token=token(request))
+        obj = await kube(request).request("GET", t.tasks_path(ns, name), token=token(request))
         spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in ("cancel", "suspend")}
         base = name.rsplit("-again-", 1)[0][:40]
-        made = await kube(request).request("POST", tasks_path(ns), {
+        made = await kube(request).request("POST", t.tasks_path(ns), {
             "apiVersion": API_VERSION, "kind": "AgentTask",
             "metadata": {"generateName": f"{base}-again-", "labels": (obj["metadata"].get("labels") or {})},
             "spec": spec}, token=token(request))  # fmt: skip
@@ -287,7 +286,7 @@ async def task_action(request: web.Request) -> web.StreamResponse:
     patch = {"cancel": {"spec": {"cancel": True}}, "suspend": {"spec": {"suspend": True}},
              "resume": {"spec": {"suspend": False}}}[action]  # fmt: skip
     await kube(request).request(
-        "PATCH", tasks_path(ns, name), patch, "application/merge-patch+json", token=token(request)
+        "PATCH", t.tasks_path(ns, name), patch, "application/merge-patch+json", token=token(request)
     )
     raise web.HTTPSeeOther(f"/ui/ns/{ns}/tasks/{name}")
 
@@ -387,7 +386,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     try:
         body = form_to_request(form)
         manifest = t.to_task(body)
-        made = await kube(request).request("POST", tasks_path(ns), manifest, token=token(request))
+        made = await kube(request).request("POST", t.tasks_path(ns), manifest, token=token(request))
     except t.BadRequest as e:
         return page(request, "submit.html", 400, types=TYPES, form=form,
                     errors={e.field or "form": str(e)}, message="The task was not created.")  # fmt: skip
@@ -409,7 +408,7 @@ async def artifact(request: web.Request) -> web.StreamResponse:
     """A task's artifact through the webhook service, asked for with the person's token
     (the service checks it may read the task): only an artifact the task's result names."""
     ns, name, wanted = (request.match_info[k] for k in ("namespace", "name", "artifact"))
-    obj = await kube(request).request("GET", tasks_path(ns, name), token=token(request))
+    obj = await kube(request).request("GET", t.tasks_path(ns, name), token=token(request))
     ref = next((a for a in results.artifacts(obj) if a["name"] == wanted), None)
     path = urlsplit(str(ref.get("uri", ""))).path if ref else ""
     if not path.startswith(f"/api/artifacts/{ns}/{name}/"):

@@ -317,3 +317,43 @@ def test_the_default_sink_gets_every_task_of_its_namespaces(
     [(headers, raw)] = receiver.got
     body = Webhook(SECRET).verify(raw, headers)
     assert body["type"] == "agenttask.queued" and body["data"]["name"] == "fed"
+
+
+def test_a_workflow_steps_template_notifies_for_its_task(
+    cluster: localcluster.Cluster, webhook_service: WebhookService, kubectl: Kubectl,
+    receiver: Receiver, world: egress_suite.World, tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
+    """notify in a step's template: the step's task is created with it and notifies as a
+    task does (here its Queued, signed, with the task's own name)."""
+
+    def workflow(name: str, receivers: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentWorkflow", "metadata": {"name": name},
+                "spec": {"steps": [{"name": "check", "template": {
+                    "agentRef": "nobody", "type": "custom", "payload": {}, "notify": receivers}}]}}  # fmt: skip
+
+    # Checked by the API server as a task's notify is, at its place in the step.
+    out = kubectl.run(
+        "apply", "-f", "-", input=json.dumps(workflow("bad", [notify("hook")])), check=False
+    )
+    assert out.returncode != 0 and "spec.steps[0].template.notify[0]" in out.stderr, out.stderr
+    assert "url must be an absolute https URL" in out.stderr
+    kubectl.run("delete", "secret", "hook", "--ignore-not-found")
+    credential_secret(kubectl, "hook", secret=SECRET)
+    receiver.up()
+    op = start_operator(cluster, tmp_path_factory.mktemp("op"), webhook_service.masters,
+                        webhook_service.url, **operator_env(receiver, world))  # fmt: skip
+    try:
+        kubectl.apply(workflow("told", [notify(receiver.url, phases=["Queued"])]))
+        wait_for("the step's notification", lambda: receiver.got, timeout=60)
+        time.sleep(2)  # a second, wrong delivery would arrive by now
+    finally:
+        op.stop()
+    [(headers, raw)] = receiver.got
+    body = Webhook(SECRET).verify(raw, headers)
+    (step_task,) = kubectl.json("get", "agenttasks", "-l", "agents.wallestars.io/workflow=told")[
+        "items"
+    ]
+    assert (
+        body["type"] == "agenttask.queued" and body["data"]["name"] == step_task["metadata"]["name"]
+    )
+    assert step_task["spec"]["notify"][0]["url"] == receiver.url

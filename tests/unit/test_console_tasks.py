@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request
 from wallestars_console import tasks as t
-from wallestars_console.api import token_of
+from wallestars_console.sessions import token_of
 
 
 def test_the_plans_request_becomes_an_agenttask() -> None:
