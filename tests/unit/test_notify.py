@@ -160,3 +160,35 @@ def test_a_plan_message_is_the_plans_body_with_its_own_headers_too() -> None:
     )
     assert hdrs["x-agent-id"] == "chromium"
     Webhook(SECRET).verify(raw, hdrs)  # and Standard Webhooks' headers as well
+
+
+async def test_a_pass_looks_at_what_changed_and_at_retries_fallen_due() -> None:
+    """The notifier's pass (tick): an observed object's due delivery is queued once; a
+    pass with nothing changed queues nothing; a waiting retry is queued when its time
+    comes (the pass says when), not before."""
+    from wallestars_operator.notify.sender import Notifier, NotifyConfig
+
+    async def no_secret(*_: str) -> str | None:
+        return None
+
+    n = Notifier(None, no_secret, NotifyConfig())  # type: ignore[arg-type]  # tick never calls the API
+    try:
+        n.observe("AgentTask", {"type": "MODIFIED", "object": task()})
+        assert n.tick(NOW) is None
+        ((origin, r),) = n.receivers.items()
+        assert origin == "https://app.example" and r.queue.qsize() == 1
+        assert n.tick(NOW) is None and r.queue.qsize() == 1  # nothing changed: nothing looked at
+        r.queue.get_nowait()
+        n.inflight.clear()
+        n.inflight_of.clear()
+        # A failed first attempt, retried at NOW + 2 s.
+        retry_at = NOW + timedelta(seconds=2)
+        rec = {"receiver": 0, "transition": "Succeeded", "attempts": 1, "lastStatus": 500,
+               "firstAttemptTime": ts(NOW), "nextAttemptTime": ts(retry_at)}  # fmt: skip
+        n.observe("AgentTask", {"type": "MODIFIED", "object": task(notifications=[rec])})
+        assert n.tick(NOW) == retry_at and r.queue.qsize() == 0
+        assert n.tick(NOW + timedelta(seconds=1)) == retry_at and r.queue.qsize() == 0
+        assert n.tick(retry_at) is None and r.queue.qsize() == 1
+    finally:
+        for w in r.workers:
+            w.cancel()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import tempfile
@@ -71,6 +72,13 @@ class Notifier:
         self.objects: dict[ObjKey, dict[str, Any]] = {}
         self.recs: dict[ObjKey, dict[d.Key, dict[str, Any]]] = {}
         self.inflight: set[tuple[ObjKey, d.Key]] = set()
+        self.inflight_of: dict[ObjKey, int] = {}  # deliveries queued or being sent
+        # A pass looks only at what may have changed: objects observed, deliveries and
+        # writes ended, retries fallen due (a heap by time; one live entry per object).
+        self.dirty: set[ObjKey] = set()
+        self.timers: list[tuple[datetime, ObjKey]] = []
+        self.timer_of: dict[ObjKey, datetime] = {}
+        self.was_acting = False
         self.receivers: dict[str, Receiver] = {}
         self.writing: set[ObjKey] = set()
         self.rewrite: set[ObjKey] = set()
@@ -90,8 +98,7 @@ class Notifier:
             return
         k = (kind, meta.get("namespace", ""), meta["name"])
         if event.get("type") == "DELETED" or not d.receivers(obj, self.cfg.sink):
-            self.objects.pop(k, None)
-            self.recs.pop(k, None)
+            self.forget(k)
             return
         seen = self.objects.get(k)
         if seen is not None and seen["metadata"].get("uid") != meta.get("uid"):
@@ -102,7 +109,13 @@ class Notifier:
         for key, r in observed.items():  # our own later writes win over what lags behind
             if int(r.get("attempts", 0)) > int(mine.get(key, {}).get("attempts", 0)):
                 mine[key] = r
+        self.dirty.add(k)
         self.wake.set()
+
+    def forget(self, k: ObjKey) -> None:
+        self.objects.pop(k, None)
+        self.recs.pop(k, None)
+        self.timer_of.pop(k, None)  # its heap entry, if any, is skipped when it comes up
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -115,6 +128,9 @@ class Notifier:
                     nxt = self.tick(datetime.now(UTC))
                 except Exception:
                     log.exception("notification pass failed")
+                    self.dirty.update(self.objects)  # what that pass dropped: all again
+            else:
+                self.was_acting = False
             wait = 1.0
             if nxt is not None:
                 wait = max(0.05, min(wait, (nxt - datetime.now(UTC)).total_seconds()))
@@ -122,31 +138,45 @@ class Notifier:
                 await asyncio.wait_for(self.wake.wait(), timeout=wait)
 
     def tick(self, now: datetime) -> datetime | None:
-        """Queue what is due; forget what is settled; when the next retry falls due."""
-        soonest: datetime | None = None
-        for k, obj in list(self.objects.items()):
+        """Queue what is due; forget what is settled; when the next retry falls due.
+        Only objects that may have changed are looked at (``dirty``, and retries due)."""
+        if not self.was_acting:  # new to the Lease: everything held may be due
+            self.was_acting = True
+            self.dirty.update(self.objects)
+        while self.timers and self.timers[0][0] <= now:
+            at, k = heapq.heappop(self.timers)
+            if self.timer_of.get(k) == at:
+                del self.timer_of[k]
+                self.dirty.add(k)
+        todo, self.dirty = self.dirty, set()
+        for k in todo:
+            obj = self.objects.get(k)
+            if obj is None:
+                continue
             recs = self.recs.setdefault(k, {})
             if d.settled(k[0], obj, self.cfg.sink, recs) and not self.busy(k):
-                del self.objects[k]
-                self.recs.pop(k, None)
+                self.forget(k)
                 continue
             due, nxt = d.due(k[0], obj, self.cfg.sink, recs, now, self.cfg.max_age_seconds)
-            if nxt is not None:
-                soonest = nxt if soonest is None else min(soonest, nxt)
+            if nxt is not None and (k not in self.timer_of or nxt < self.timer_of[k]):
+                self.timer_of[k] = nxt
+                heapq.heappush(self.timers, (nxt, k))
             for item in due:
                 dk = (k, (item.receiver.index, item.transition.id))
                 if dk in self.inflight:
                     continue
                 r = self.receiver(item.receiver.url)
                 if r.queue.full():
-                    continue  # still due: queued on a later pass
+                    self.dirty.add(k)  # still due: queued on a later pass
+                    continue
                 self.inflight.add(dk)
+                self.inflight_of[k] = self.inflight_of.get(k, 0) + 1
                 r.queue.put_nowait((k, item))
         metrics.NOTIFY_BACKLOG.set(len(self.inflight))
-        return soonest
+        return self.timers[0][0] if self.timers else None
 
     def busy(self, k: ObjKey) -> bool:
-        return k in self.writing or k in self.rewrite or any(x[0] == k for x in self.inflight)
+        return k in self.writing or k in self.rewrite or self.inflight_of.get(k, 0) > 0
 
     def receiver(self, url: str) -> Receiver:
         u = urlsplit(url)
@@ -166,6 +196,11 @@ class Notifier:
                 log.exception("notification %s/%s failed", k[1], k[2])
             finally:
                 self.inflight.discard((k, (item.receiver.index, item.transition.id)))
+                if (left := self.inflight_of.get(k, 1) - 1) > 0:
+                    self.inflight_of[k] = left
+                else:
+                    self.inflight_of.pop(k, None)
+                self.dirty.add(k)
                 self.wake.set()
 
     # --- one delivery --------------------------------------------------------------------
@@ -308,8 +343,7 @@ class Notifier:
                     return
                 try:
                     if not await self.kube.patch_notifications(plural, ns, name, d.as_status(recs)):
-                        self.objects.pop(k, None)
-                        self.recs.pop(k, None)
+                        self.forget(k)
                         return
                 except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as e:
                     log.warning("%s %s/%s: notification records not written (%s); again in 1s",
@@ -320,6 +354,7 @@ class Notifier:
                     return
         finally:
             self.writing.discard(k)
+            self.dirty.add(k)
             self.wake.set()
 
     async def close(self) -> None:
