@@ -152,7 +152,13 @@ def main() -> None:
                         after[name] += 1
         finally:
             await runner.cleanup()
-        lat = [rec.first[w] - stored[rec.names[w]] for w in rec.first if rec.names[w] in stored]
+        by_task = {
+            rec.names[w]: rec.first[w] - stored[rec.names[w]]
+            for w in rec.first
+            if rec.names[w] in stored
+        }
+        lat = list(by_task.values())
+        slowest = sorted(by_task.items(), key=lambda x: -x[1])[:5]
         n = len(stored)
         return {
             "tasks": n, "rate": a.rate, "receiver_delay_ms": a.delay * 1000,
@@ -160,6 +166,7 @@ def main() -> None:
             "latency_ms": {**percentiles(lat, 50, 99), "max": round(max(lat, default=0) * 1000, 1)},
             "operator_writes_per_task_after_finish": round(sum(after.values()) / max(n, 1), 2),
             "operator_cpu": used, "operator_memory_mb": mem,
+            "slowest_ms": {name: round(x * 1000) for name, x in slowest},
         }  # fmt: skip
 
     print(json.dumps(asyncio.run(bench()), indent=2))

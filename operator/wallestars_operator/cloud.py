@@ -7,6 +7,7 @@ written, and written again, until the cache shows it landed: upkeep.decide).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -84,6 +85,7 @@ class Cloud:
         self.refused: dict[str, Refusal] = {}  # uid -> the refusal of its current attempt
         # (ns, name) -> (the whole Secret or None if it does not exist, when read)
         self.secrets: dict[tuple[str, str], tuple[dict[str, Any] | None, float]] = {}
+        self.reading: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
         # Cloud Agents' health: (namespace, name) -> ((reason, message) or None, when probed).
         self.health: dict[tuple[str, str], tuple[tuple[str, str] | None, float]] = {}
 
@@ -102,6 +104,15 @@ class Cloud:
         hit = self.secrets.get((ns, name))
         if hit is not None and time.monotonic() - hit[1] < self.cfg.secret_cache_seconds:
             return hit[0]
+        # One read at a time per Secret: the callers that find the cache stale together
+        # (a notifier's workers, a burst of invocations) share it.
+        reading = self.reading.get((ns, name))
+        if reading is None:
+            reading = self.reading[(ns, name)] = asyncio.ensure_future(self.read_secret(ns, name))
+            reading.add_done_callback(lambda _: self.reading.pop((ns, name), None))
+        return await asyncio.shield(reading)
+
+    async def read_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
             s = await self.kube.get_secret(ns, name)
         except ApiError as e:

@@ -24,6 +24,10 @@ class TokenBucket:
         return wait
 
     async def take(self) -> None:
-        while (delay := self.try_take()) > 0:
-            self.waited += delay
-            await asyncio.sleep(delay)
+        """Wait for a token, served in order of asking (a reservation: one sleep each)."""
+        now = time.monotonic()
+        self.tokens, wait = tokenbucket.reserve(self.tokens, self.at, now, self.qps, self.burst)
+        self.at = now
+        if wait > 0:
+            self.waited += wait
+            await asyncio.sleep(wait)

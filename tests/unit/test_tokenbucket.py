@@ -22,3 +22,17 @@ def test_refill_is_capped_at_the_burst() -> None:
 def test_refill_over_time_gives_rate_tokens_per_second() -> None:
     tokens, wait = take(0.0, 10.0, 10.5, rate=4.0, burst=10.0)
     assert (tokens, wait) == (1.0, 0.0)
+
+
+def test_reservations_queue_callers_in_order_one_wait_each() -> None:
+    from wallestars_api.tokenbucket import reserve
+
+    tokens, waits = 2.0, []
+    for _ in range(5):  # five callers at the same moment, 2 tokens, 10 a second
+        tokens, wait = reserve(tokens, 0.0, 0.0, rate=10.0, burst=2.0)
+        waits.append(wait)
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    # A plain take after them waits for theirs first.
+    assert take(tokens, 0.0, 0.0, rate=10.0, burst=2.0)[1] == pytest.approx(0.4)
+    # Time repays the debt, and the refill is still capped at the burst.
+    assert reserve(tokens, 0.0, 100.0, rate=10.0, burst=2.0) == (1.0, 0.0)
