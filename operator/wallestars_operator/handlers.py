@@ -38,8 +38,6 @@ from wallestars_operator.state import State
 log = logging.getLogger("wallestars.operator")
 STATE = State()
 NOTIFIER: Notifier | None = None
-# The share of the API budget (apiQPS) the notification records' writes may use.
-NOTIFY_RECORDS_SHARE = 0.3
 MANAGED = {"app.kubernetes.io/managed-by": "wallestars-operator"}
 _tasks: list[asyncio.Task[None]] = []
 _closers: list[Any] = []
@@ -136,11 +134,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             # passes use at most about half the loop however many tasks are cached.
             await asyncio.sleep(min(max(took, 0.002), 0.5))
 
-    records_budget = TokenBucket(
-        s.api_qps * NOTIFY_RECORDS_SHARE, max(1, int(s.api_burst * NOTIFY_RECORDS_SHARE))
-    )
     NOTIFIER = Notifier(kube, rec.cloud.secret_value, notify_config(s), lambda: leader.acting,
-                        records_budget)  # fmt: skip
+                        bucket.spare)  # fmt: skip
     _closers.append(NOTIFIER)
     _tasks.append(asyncio.create_task(NOTIFIER.run()))
     _tasks.append(asyncio.create_task(leader.run()))

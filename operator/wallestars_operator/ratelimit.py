@@ -15,6 +15,7 @@ class TokenBucket:
         self.tokens = float(burst)
         self.at = time.monotonic()
         self.waited = 0.0  # total seconds callers waited: shows the limit holding
+        self.spare_lock = asyncio.Lock()
 
     def try_take(self) -> float:
         """0 if a token was taken, else the seconds until one will be there."""
@@ -31,3 +32,17 @@ class TokenBucket:
         if wait > 0:
             self.waited += wait
             await asyncio.sleep(wait)
+
+    async def spare(self) -> None:
+        """Wait until the bucket is at least half full, taking nothing (the request that
+        follows takes its token): work that can lag (notification records) goes at
+        whatever rate the rest leaves, never ahead of it. One such waiter at a time, in
+        order."""
+        async with self.spare_lock:
+            floor = max(1.0, self.burst / 2)
+            while True:
+                now = time.monotonic()
+                tokens = min(self.burst, self.tokens + (now - self.at) * self.qps)
+                if tokens >= floor:
+                    return
+                await asyncio.sleep((floor - tokens) / self.qps)

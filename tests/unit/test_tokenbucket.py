@@ -36,3 +36,18 @@ def test_reservations_queue_callers_in_order_one_wait_each() -> None:
     assert take(tokens, 0.0, 0.0, rate=10.0, burst=2.0)[1] == pytest.approx(0.4)
     # Time repays the debt, and the refill is still capped at the burst.
     assert reserve(tokens, 0.0, 100.0, rate=10.0, burst=2.0) == (1.0, 0.0)
+
+
+async def test_spare_waits_for_a_half_full_bucket_and_takes_nothing() -> None:
+    import time
+
+    from wallestars_operator.ratelimit import TokenBucket
+
+    b = TokenBucket(qps=200.0, burst=10)
+    for _ in range(10):
+        await b.take()
+    assert b.tokens < 1.0
+    await b.spare()  # notification records wait for what the rest leaves
+    level = min(b.burst, b.tokens + (time.monotonic() - b.at) * b.qps)
+    assert level >= 5.0
+    assert b.tokens < 1.0  # the bucket's count is untouched: the request after takes its own

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from wallestars_api.kubeclient import ApiError, Limiter
+from wallestars_api.kubeclient import ApiError
 from wallestars_api.lifecycle import parse_ts
 from wallestars_api.objects import without_bookkeeping
 from wallestars_api.resources import AGENTTASKS, AGENTWORKFLOWS
@@ -67,12 +67,14 @@ class Receiver:
 
 class Notifier:
     def __init__(self, kube: Kube, secret_value: SecretValue, cfg: NotifyConfig,
-                 acting: Callable[[], bool] = lambda: True, write_budget: Limiter | None = None) -> None:  # fmt: skip
+                 acting: Callable[[], bool] = lambda: True,
+                 spare: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.kube, self.secret_value, self.cfg, self.acting = kube, secret_value, cfg, acting
-        # The records' writes take at most this share of the operator's API budget: under
-        # a flood they lag (coalesced per object) while deliveries, dispatch and Secret
-        # reads go on; a restart in that lag repeats a delivery (at least once).
-        self.write_budget = write_budget
+        # The records' writes wait for API budget the operator's other work leaves
+        # (ratelimit.TokenBucket.spare): under a flood they lag, coalesced per object,
+        # while deliveries, dispatch and Secret reads go on; a restart in that lag repeats
+        # a delivery (at least once; the receiver dedupes by webhook-id).
+        self.spare = spare
         self.objects: dict[ObjKey, dict[str, Any]] = {}
         self.recs: dict[ObjKey, dict[d.Key, dict[str, Any]]] = {}
         self.inflight: set[tuple[ObjKey, d.Key]] = set()
@@ -345,8 +347,8 @@ class Notifier:
                 recs = self.recs.get(k)
                 if recs is None:
                     return
-                if self.write_budget is not None:
-                    await self.write_budget.take()
+                if self.spare is not None:
+                    await self.spare()
                     recs = self.recs.get(k)  # what arrived while waiting goes in the same write
                     if recs is None:
                         return
