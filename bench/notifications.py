@@ -66,7 +66,9 @@ async def run(a: argparse.Namespace, kubeconfig: Path, url: str, rec: Receiver) 
     client = KubeClient.from_env(kubeconfig, connections=16)
     n = int(a.rate * a.seconds)
     names = [f"n{i:05d}" for i in range(n)]
-    notify = [{"url": url, "secretRef": {"name": "hook"}, "phases": ["Succeeded"]}]
+    notify = (
+        [] if a.control else [{"url": url, "secretRef": {"name": "hook"}, "phases": ["Succeeded"]}]
+    )
     sem = asyncio.Semaphore(16)
 
     async def create(name: str) -> None:
@@ -99,7 +101,7 @@ async def run(a: argparse.Namespace, kubeconfig: Path, url: str, rec: Receiver) 
     await asyncio.gather(*pending)
     print(f"finished {n} tasks in {time.monotonic() - start:.1f} s", flush=True)
     for _ in range(600):  # up to 5 minutes for the rest to arrive
-        if len(rec.first) >= n:
+        if len(rec.first) >= n or a.control:
             break
         await asyncio.sleep(0.5)
     # The records (status.notifications) may lag the deliveries: the operator gives their
@@ -116,9 +118,11 @@ async def run(a: argparse.Namespace, kubeconfig: Path, url: str, rec: Receiver) 
                             if any(r.get("deliveredTime") for r in (t.get("status") or {}).get("notifications") or []))  # fmt: skip
             if not (cont := page["metadata"].get("continue", "")):
                 break
-        if recorded >= n:
+        if recorded >= n or a.control:
             break
         await asyncio.sleep(1.0)
+    if a.control:  # as long as a run with notifications waits for its records
+        await asyncio.sleep(a.settle)
     a.records_lag = round(time.monotonic() - t0, 1)
     await client.close()
     return stored
@@ -132,6 +136,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--delay", type=float, default=0.05, help="the receiver's answer time")
     p.add_argument("--qps", type=float, default=50.0, help="the operator's apiQPS")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="the same tasks without spec.notify: the operator's writes without notifications",
+    )
+    p.add_argument(
+        "--settle", type=float, default=90.0, help="with --control: seconds to wait before counting"
+    )
     a = p.parse_args()
     rec = Receiver(a.delay)
     port = free_port()
