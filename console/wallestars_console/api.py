@@ -271,7 +271,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     for ev in await stream.next_batch():
                         await ws.send_str(ev.ws_text())
         except live.StreamEnded as why:  # 4000 + the HTTP status: 4401, 4403, 4503
-            await ws.close(code=4000 + min(why.code, 999), message=why.message[:120].encode())
+            # A close reason is at most 123 bytes: cut the bytes, not the characters.
+            reason = why.message.encode()[:120].decode(errors="ignore").encode()
+            await ws.close(code=4000 + min(why.code, 999), message=reason)
         finally:  # however sending ends, the reader below ends with it
             await ws.close()
 
@@ -307,7 +309,10 @@ def routes(app: web.Application) -> None:
 
 
 def make_app(
-    client: KubeClient, settings: Settings | None = None, own_client: KubeClient | None = None
+    client: KubeClient,
+    settings: Settings | None = None,
+    own_client: KubeClient | None = None,
+    watch_client: KubeClient | None = None,
 ) -> web.Application:
     """The API, and the pages (ui.py) on the same port. ``client`` carries callers'
     tokens; ``own_client`` (the console's identity) only the shared watches, if given."""
@@ -320,7 +325,7 @@ def make_app(
     app[CLIENT_KEY] = client
     app[KEEPALIVE_KEY] = s.stream_keepalive_seconds
     app[HUB_KEY] = live.Hub(client, own_client, frozenset(s.shared_namespaces),
-                            s.stream_recheck_seconds)  # fmt: skip
+                            s.stream_recheck_seconds, watch_client)  # fmt: skip
     app[ui.KUBE] = client
     key = s.session_key_file.read_bytes().strip() if s.session_key_file else os.urandom(32)
     app[SEALER] = Sealer(key, s.session_max_age_seconds)
@@ -333,8 +338,9 @@ def make_app(
     async def close(_: web.Application) -> None:
         await app[HUB_KEY].close()
         await client.close()
-        if own_client is not None:
-            await own_client.close()
+        for other in (own_client, watch_client):
+            if other is not None:
+                await other.close()
 
     app.on_cleanup.append(close)
     return app

@@ -17,17 +17,17 @@ import yaml
 from wallestars_api.kubeclient import SA_DIR, KubeClient, in_cluster_server
 
 
-def anonymous_client(kubeconfig: Path | None) -> KubeClient:
+def anonymous_client(kubeconfig: Path | None, connections: int = 256) -> KubeClient:
     server = in_cluster_server() if kubeconfig is None else None
     if server is not None:
         return KubeClient(server, ssl.create_default_context(cafile=str(SA_DIR / "ca.crt")),
-                          connections=256)  # fmt: skip
+                          connections=connections)  # fmt: skip
     if kubeconfig is None:
         raise SystemExit(
             "not in a pod: set WALLESTARS_CONSOLE_KUBECONFIG (its cluster is used, never its user)"
         )
     server, ctx = cluster_of(yaml.safe_load(kubeconfig.read_text()), kubeconfig.parent)
-    return KubeClient(server, ctx, connections=256)
+    return KubeClient(server, ctx, connections=connections)
 
 
 def cluster_of(cfg: dict[str, Any], base: Path) -> tuple[str, ssl.SSLContext]:

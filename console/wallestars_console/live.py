@@ -23,8 +23,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ KINDS = {"task": "agenttasks", "agent": "agents"}
 SNAPSHOT_TASKS = 500  # newest first: a client that needs more pages through the REST list
 STREAM_BACKLOG = 4096  # events waiting for one slow client before it is let go
 LINGER_SECONDS = 10.0  # a feed outlives its last stream this long (reconnects, page loads)
+MAX_FEEDS = 1000  # namespaces (and callers' own feeds) followed at once: 2 watches each
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,18 @@ class Stream:
 class Feed:
     """A namespace's AgentTasks and Agents, watched once, as views, for its streams."""
 
-    def __init__(self, client: KubeClient, ns: str, token: str | None) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        ns: str,
+        token: str | None,
+        kinds: frozenset[str] = frozenset(KINDS),
+    ) -> None:
         self.client, self.ns, self.token = client, ns, token
         self.views: dict[str, dict[str, dict[str, Any]]] = {"task": {}, "agent": {}}
         self.streams: set[Stream] = set()
-        self.listed: dict[str, asyncio.Event] = {k: asyncio.Event() for k in KINDS}
+        # Only what its token may read: a caller's feed without Agents has no agent watch.
+        self.listed: dict[str, asyncio.Event] = {k: asyncio.Event() for k in KINDS if k in kinds}
         self.failed: StreamEnded | None = None
         self.workers: list[asyncio.Task[None]] = []
         self.closer: asyncio.TimerHandle | None = None
@@ -153,7 +162,7 @@ class Feed:
         return t.agents_path(self.ns) if kind == "agent" else t.tasks_path(self.ns)
 
     def start(self) -> None:
-        self.workers = [asyncio.create_task(self.follow(k)) for k in KINDS]
+        self.workers = [asyncio.create_task(self.follow(k)) for k in self.listed]
 
     async def stop(self) -> None:
         for w in self.workers:
@@ -237,6 +246,8 @@ class Feed:
                 log.warning(
                     "watching %s in %s: %r; again in %.0f s", KINDS[kind], self.ns, e, delay
                 )
+            except Exception:  # an object we could not read: never a dead feed kept in use
+                log.exception("watching %s in %s; again in %.0f s", KINDS[kind], self.ns, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -259,19 +270,25 @@ class Feed:
 
 
 async def allowed_kinds(client: KubeClient, token: str, ns: str) -> frozenset[str]:
-    """What the token's owner may watch in the namespace, asked of the API server with
-    that token (SelfSubjectAccessReview: every authenticated user may ask about itself)."""
+    """What the token's owner may read in the namespace — list (the snapshot) and watch
+    (the changes) — asked of the API server with that token (SelfSubjectAccessReview:
+    every authenticated user may ask about itself)."""
 
-    async def may(resource: str) -> bool:
+    async def may(verb: str, resource: str) -> bool:
         review = await client.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                                       {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                                       "spec": {"resourceAttributes": {"namespace": ns, "verb": "watch",
+                                       "spec": {"resourceAttributes": {"namespace": ns, "verb": verb,
                                                                        "group": GROUP, "resource": resource}}},
                                       token=token)  # fmt: skip
         return bool((review.get("status") or {}).get("allowed"))
 
-    task_ok, agent_ok = await asyncio.gather(may("agenttasks"), may("agents"))
-    return frozenset(k for k, ok in (("task", task_ok), ("agent", agent_ok)) if ok)
+    asks = [(kind, verb) for kind in KINDS for verb in ("list", "watch")]
+    answers = await asyncio.gather(*(may(verb, KINDS[kind]) for kind, verb in asks))
+    return frozenset(
+        kind
+        for kind in KINDS
+        if all(ok for (k, _), ok in zip(asks, answers, strict=True) if k == kind)
+    )
 
 
 def refused(ns: str) -> StreamEnded:
@@ -289,18 +306,25 @@ class Hub:
         own_client: KubeClient | None,
         shared_namespaces: frozenset[str] = frozenset(),
         recheck_seconds: float = 60.0,
+        watch_client: KubeClient | None = None,
     ) -> None:
         self.caller_client, self.own_client = caller_client, own_client
+        # Watches hold their connections: their own pool, apart from the calls.
+        self.watch_client = watch_client or caller_client
         self.shared_namespaces = shared_namespaces  # empty: every namespace
         self.recheck_seconds = recheck_seconds
         self.feeds: dict[tuple[str, str], Feed] = {}
+        self.background: set[asyncio.Task[None]] = set()
 
-    def feed_key(self, ns: str, token: str) -> tuple[str, KubeClient, str | None]:
+    def feed_key(
+        self, ns: str, token: str, kinds: frozenset[str]
+    ) -> tuple[str, KubeClient, str | None, frozenset[str]]:
         if self.own_client is not None and (
             not self.shared_namespaces or ns in self.shared_namespaces
         ):
-            return "", self.own_client, None
-        return hashlib.sha256(token.encode()).hexdigest(), self.caller_client, token
+            return "", self.own_client, None, frozenset(KINDS)
+        ident = hashlib.sha256(token.encode()).hexdigest() + ":" + ",".join(sorted(kinds))
+        return ident, self.watch_client, token, kinds
 
     async def authorize(self, token: str, ns: str) -> frozenset[str]:
         """Before a stream opens: what the caller may follow (StreamEnded if nothing)."""
@@ -316,12 +340,17 @@ class Hub:
     async def follow(
         self, token: str, ns: str, kinds: frozenset[str], with_snapshot: bool = True
     ) -> AsyncIterator[Stream]:
-        ident, client, feed_token = self.feed_key(ns, token)
+        ident, client, feed_token, feed_kinds = self.feed_key(ns, token, kinds)
         feed = self.feeds.get((ns, ident))
         if feed is None or feed.failed is not None:
             if feed is None:
+                if len(self.feeds) >= MAX_FEEDS:
+                    raise StreamEnded(503, "TooManyStreams",
+                                      "the console follows as many namespaces and callers as it may; try later")  # fmt: skip
                 metrics.FEEDS.inc()
-            feed = self.feeds[(ns, ident)] = Feed(client, ns, feed_token)
+            else:
+                self.spawn(feed.stop())
+            feed = self.feeds[(ns, ident)] = Feed(client, ns, feed_token, feed_kinds)
             feed.start()
         if feed.closer is not None:
             feed.closer.cancel()
@@ -331,9 +360,10 @@ class Hub:
         rechecking = asyncio.create_task(self.recheck(stream, token, ns))
         try:
             await feed.ready()
-            # Registered before the snapshot is taken, with no wait between: nothing falls
-            # between the two.
             if with_snapshot:
+                # The snapshot is now: what was queued while the feed got ready is in it.
+                # Taken with no wait after it, so nothing falls between the two.
+                stream.pending.clear()
                 for ev in snapshot(
                     feed.views["task"].values(), feed.views["agent"].values(), kinds
                 ):
@@ -344,22 +374,33 @@ class Hub:
             feed.streams.discard(stream)
             if not feed.streams:
                 feed.closer = asyncio.get_running_loop().call_later(
-                    LINGER_SECONDS, lambda: asyncio.ensure_future(self.close_if_idle(ns, ident))
+                    LINGER_SECONDS, lambda: self.spawn(self.close_if_idle(ns, ident, feed))
                 )
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def recheck(self, stream: Stream, token: str, ns: str) -> None:
+        """The caller's rights, asked again every period; a stream whose rights cannot be
+        asked for two periods is ended too (never kept unchecked)."""
+        checked = time.monotonic()
         while stream.ended is None:
             await asyncio.sleep(self.recheck_seconds)
             try:
                 stream.kinds = await self.authorize(token, ns)
+                checked = time.monotonic()
             except StreamEnded as why:
                 stream.end(why)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                log.warning("re-checking a stream's rights in %s: %r (kept for now)", ns, e)
+            except Exception as e:
+                log.warning("re-checking a stream's rights in %s: %r", ns, e)
+                if time.monotonic() - checked > 2 * self.recheck_seconds:
+                    stream.end(StreamEnded(503, "RightsUnchecked",
+                                           "the caller's rights could not be checked again; reconnect"))  # fmt: skip
 
-    async def close_if_idle(self, ns: str, ident: str) -> None:
-        feed = self.feeds.get((ns, ident))
-        if feed is not None and not feed.streams:
+    async def close_if_idle(self, ns: str, ident: str, feed: Feed) -> None:
+        if self.feeds.get((ns, ident)) is feed and not feed.streams:
             del self.feeds[(ns, ident)]
             metrics.FEEDS.dec()
             await feed.stop()
@@ -368,3 +409,5 @@ class Hub:
         for key in list(self.feeds):
             feed = self.feeds.pop(key)
             await feed.stop()
+        for task in list(self.background):
+            task.cancel()

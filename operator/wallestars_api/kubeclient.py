@@ -173,7 +173,9 @@ class KubeClient:
         q = {"watch": "1", **(params or {})}
         auth = {"Authorization": f"Bearer {token}"} if token is not None else self._auth()
         headers = {"Accept": "application/json", **auth}
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        # No end to reading a watch; but a connection (from the pool, then TCP and TLS)
+        # within the client's usual time.
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None, connect=self._timeout.total)
         async with self.session.get(
             self.server + path, params=q, headers=headers, timeout=timeout
         ) as r:

@@ -31,18 +31,22 @@ class TokenBucket:
         self.at = now
         if wait > 0:
             self.waited += wait
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                self.tokens += 1.0  # its place given back: those after it wait no longer
+                raise
 
-    async def spare(self) -> None:
+    async def spare(self, min_share: float = 0.1) -> None:
         """Wait until the bucket is at least half full, taking nothing (the request that
         follows takes its token): work that can lag (notification records) goes at
-        whatever rate the rest leaves, never ahead of it. One such waiter at a time, in
-        order."""
+        whatever rate the rest leaves, and at ``min_share`` of the rate however busy the
+        rest is (so it is never starved). One such waiter at a time, in order."""
         async with self.spare_lock:
             floor = max(1.0, self.burst / 2)
-            while True:
-                now = time.monotonic()
+            give_up_at = time.monotonic() + 1.0 / (self.qps * min_share)
+            while (now := time.monotonic()) < give_up_at:
                 tokens = min(self.burst, self.tokens + (now - self.at) * self.qps)
                 if tokens >= floor:
                     return
-                await asyncio.sleep((floor - tokens) / self.qps)
+                await asyncio.sleep(min((floor - tokens) / self.qps, give_up_at - now))

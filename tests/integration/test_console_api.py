@@ -85,7 +85,24 @@ def people(cluster: localcluster.Cluster) -> Iterator[dict[str, Any]]:
     Kubectl(cluster.kubeconfig, a)("create", "rolebinding", "console-narrow-watch",
                                    f"--clusterrole={watch_role['metadata']['name']}",
                                    "--serviceaccount=console-people:console-narrow")  # fmt: skip
-    who_all = ("alice", "bob", "carol", "console-self", "console-narrow")
+    # dave may read tasks in B, and nothing else (no Agents).
+    people.run("create", "serviceaccount", "dave", check=False)
+    kb = Kubectl(cluster.kubeconfig, b)
+    kb(
+        "create",
+        "role",
+        "tasks-reader",
+        "--verb=get,list,watch",
+        "--resource=agenttasks.agents.wallestars.io",
+    )
+    kb(
+        "create",
+        "rolebinding",
+        "dave-tasks",
+        "--role=tasks-reader",
+        "--serviceaccount=console-people:dave",
+    )
+    who_all = ("alice", "bob", "carol", "dave", "console-self", "console-narrow")
     tokens = {w: people("create", "token", w, "--duration=2h").strip() for w in who_all}
     # Something for alice to see in A.
     Kubectl(cluster.kubeconfig, a).apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask",
@@ -302,6 +319,7 @@ async def test_streams_share_one_watch_and_each_ends_when_its_callers_rights_go(
     ):
         # Two callers, one watch (streams of other tests' namespaces linger 10 s, then go).
         await until("one watch", lambda: console.metric("wallestars_console_watches") == 1)
+        await asyncio.sleep(1)  # its first list done: snapshot=false follows from there
         k.apply({"apiVersion": "agents.wallestars.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": "both-see"},
                      "spec": {"agentRef": "nobody", "type": "echo", "payload": {}}})  # fmt: skip
         for ws in (ws_alice, ws_carol):  # snapshot=false: the first event is the new task
@@ -337,19 +355,23 @@ async def test_namespaces_the_console_may_not_read_are_followed_with_the_callers
         async with (
             s.ws_connect(in_b, headers=bearer(bob)) as w3,
             s.ws_connect(in_b, headers=bearer(bob)) as w4,
+            s.ws_connect(in_b, headers=bearer(people["dave"])) as w5,
         ):
-            # bob's two streams in B share one feed made with his token: A's and his.
+            # A's shared watch; bob's two streams in B share one feed made with his
+            # token; dave's is his own (tasks only).
             await until(
-                "two watches", lambda: narrow_console.metric("wallestars_console_watches") == 2
+                "three watches", lambda: narrow_console.metric("wallestars_console_watches") == 3
             )
+            await asyncio.sleep(1)  # their first lists done: snapshot=false follows from there
             name = f"in-b-{os.getpid()}"
             status, _ = narrow_console.call(
                 "POST", f"/api/v1/namespaces/{b}/tasks", bob, {"name": name, "type": "echo"}
             )
             assert status == 201
-            for ws in (w3, w4):
+            for ws in (w3, w4, w5):  # dave, who may not read Agents, has his tasks' stream
                 m = await next_update(ws)
                 assert (m["event"], m["data"]["name"]) == ("task:update", name)
+            assert narrow_console.metric("wallestars_console_watches") == 3
         with pytest.raises(aiohttp.WSServerHandshakeError) as e:
             async with s.ws_connect(f"{c}/api/v1/ws?namespace={b}", headers=bearer(alice)):
                 pass

@@ -106,3 +106,40 @@ async def test_an_ended_stream_says_why_even_with_events_pending() -> None:
     with pytest.raises(live.StreamEnded) as e:
         await s.next_batch()
     assert e.value.reason == "Forbidden"
+
+
+async def test_a_stream_whose_rights_cannot_be_checked_again_is_ended() -> None:
+    """The re-check fails (the API server unreachable, say): the stream is not kept
+    unchecked; after two periods without an answer it ends."""
+
+    class Unreachable(live.Hub):
+        async def authorize(self, token: str, ns: str) -> frozenset[str]:
+            raise TimeoutError("no answer")
+
+    hub = Unreachable(None, None, recheck_seconds=0.01)  # type: ignore[arg-type]  # never called
+    s = live.Stream(frozenset({"task"}))
+    await asyncio.wait_for(hub.recheck(s, "token", "ns"), 2)
+    with pytest.raises(live.StreamEnded) as e:
+        await s.next_batch()
+    assert (e.value.code, e.value.reason) == (503, "RightsUnchecked")
+
+
+async def test_a_stream_whose_rights_went_is_ended_and_one_whose_rights_changed_follows_them() -> (
+    None
+):
+    answers: list[frozenset[str] | live.StreamEnded] = [frozenset({"task"}), live.refused("ns")]
+
+    class Reviewer(live.Hub):
+        async def authorize(self, token: str, ns: str) -> frozenset[str]:
+            answer = answers.pop(0)
+            if isinstance(answer, live.StreamEnded):
+                raise answer
+            return answer
+
+    hub = Reviewer(None, None, recheck_seconds=0.01)  # type: ignore[arg-type]  # never called
+    s = live.Stream(frozenset({"task", "agent"}))
+    await asyncio.wait_for(hub.recheck(s, "token", "ns"), 2)
+    assert s.kinds == frozenset({"task"})  # Agents no longer readable: no agent:status
+    with pytest.raises(live.StreamEnded) as e:
+        await s.next_batch()
+    assert e.value.reason == "Forbidden"

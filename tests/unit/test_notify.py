@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks import Webhook
@@ -162,7 +163,9 @@ def test_a_plan_message_is_the_plans_body_with_its_own_headers_too() -> None:
     Webhook(SECRET).verify(raw, hdrs)  # and Standard Webhooks' headers as well
 
 
-async def test_a_pass_looks_at_what_changed_and_at_retries_fallen_due() -> None:
+async def test_a_pass_looks_at_what_changed_and_at_retries_fallen_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The notifier's pass (tick): an observed object's due delivery is queued once; a
     pass with nothing changed queues nothing; a waiting retry is queued when its time
     comes (the pass says when), not before."""
@@ -172,12 +175,21 @@ async def test_a_pass_looks_at_what_changed_and_at_retries_fallen_due() -> None:
         return None
 
     n = Notifier(None, no_secret, NotifyConfig())  # type: ignore[arg-type]  # tick never calls the API
+    looked: list[str] = []
+    real_due = d.due
+
+    def counting_due(kind: str, obj: Any, *rest: Any) -> Any:
+        looked.append(obj["metadata"]["name"])
+        return real_due(kind, obj, *rest)
+
+    monkeypatch.setattr(d, "due", counting_due)
     try:
         n.observe("AgentTask", {"type": "MODIFIED", "object": task()})
         assert n.tick(NOW) is None
         ((origin, r),) = n.receivers.items()
-        assert origin == "https://app.example" and r.queue.qsize() == 1
-        assert n.tick(NOW) is None and r.queue.qsize() == 1  # nothing changed: nothing looked at
+        assert origin == "https://app.example" and r.queue.qsize() == 1 and looked == ["t"]
+        assert n.tick(NOW) is None and r.queue.qsize() == 1
+        assert looked == ["t"]  # nothing changed: nothing looked at
         r.queue.get_nowait()
         n.inflight.clear()
         n.inflight_of.clear()

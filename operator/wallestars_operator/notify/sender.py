@@ -349,6 +349,8 @@ class Notifier:
                     return
                 if self.spare is not None:
                     await self.spare()
+                    if not self.acting():  # deposed while waiting: the new leader writes
+                        return
                     recs = self.recs.get(k)  # what arrived while waiting goes in the same write
                     if recs is None:
                         return
