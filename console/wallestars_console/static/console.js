@@ -32,8 +32,9 @@
     if (tasks && tasks.dataset.live) {
       let row = tasks.querySelector('tr[data-task="' + CSS.escape(t.name) + '"]');
       const filters = JSON.parse(tasks.dataset.filters || "{}");
-      // Only tasks made after the page was drawn are new rows (RFC 3339 times in UTC
-      // compare as text; the page's second itself is left to a reload).
+      // The stream starts with the newest tasks: only those made after the page was
+      // drawn are new rows (RFC 3339 times in UTC compare as text; the page's second
+      // itself is left to a reload).
       if (!row && matches(t, filters) && t.createdAt > (tasks.dataset.since || "")) {
         const tpl = document.getElementById("row-template").content.firstElementChild.cloneNode(true);
         tpl.dataset.task = t.name;
@@ -84,9 +85,9 @@
   }
 
   const status = document.getElementById("live-status");
-  // A list just drawn needs only what changes from now on; a task's page takes the
-  // stream's snapshot too, so a task that finished while the page loaded still completes.
-  const source = new EventSource("/api/v1/namespaces/" + encodeURIComponent(ns) + "/events" + (task ? "" : "?snapshot=false"));
+  // With the stream's snapshot: whatever changed between the page being drawn and the
+  // stream opening (a task that finished, an Agent that became Ready) is in it.
+  const source = new EventSource("/api/v1/namespaces/" + encodeURIComponent(ns) + "/events");
   source.addEventListener("task:update", (e) => onTask(JSON.parse(e.data)));
   source.addEventListener("agent:status", (e) => onAgent(JSON.parse(e.data)));
   source.onmessage = null;
